@@ -1,0 +1,208 @@
+"""Command-line interface: parse arguments, call the library, save results.  No maths here.
+
+Bad input exits with code 2 and a one-line message (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fit_ranks(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.replace("..", ",").replace("-", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two ranks like '11,150'. Got {text!r} instead.") from None
+    if not 1 <= a < b:
+        raise argparse.ArgumentTypeError(f"expected ranks 1 <= a < b. Got {text!r} instead.")
+    return a, b
+
+
+def _add_galaxy_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("galaxy")
+    g.add_argument("--fit-ranks", type=_fit_ranks, default=(11, 150), metavar="A,B",
+                   help="rank window of the power-law fit (1-based, inclusive; default 11,150 as the paper)")
+    g.add_argument("--normalize", action="store_true", help="scale decoder rows to unit norm first")
+    g.add_argument("--uncentered", action="store_true", help="second-moment matrix instead of the covariance")
+    g.add_argument("--no-null", action="store_true", help="skip the isotropic Gaussian null")
+    g.add_argument("--no-entropy", action="store_true", help="skip the clustering entropy")
+    g.add_argument("--entropy-subsample", type=int, default=5000, metavar="N")
+    g.add_argument("--entropy-pca", type=int, default=100, metavar="P", help="PCA dims (0 = no PCA)")
+    g.add_argument("--entropy-repeats", type=int, default=10, metavar="R")
+    g.add_argument("--entropy-k", type=int, default=1, metavar="K")
+    g.add_argument("--no-zscore", action="store_true", help="do not z-score before the entropy PCA")
+    g.add_argument("--activations", metavar="FILE",
+                   help="raw residual activations (.npy for one layer, or .npz / .safetensors with arrays "
+                        "named 'layer_L') for the SAE-vs-activations spectrum comparison")
+
+
+def _galaxy_params(args):
+    from .galaxy import GalaxyParams
+
+    for name in ("entropy_subsample", "entropy_repeats", "entropy_k"):
+        if getattr(args, name) < 1:
+            raise _bad(f"--{name.replace('_', '-')}: expected a positive integer. Got {getattr(args, name)} instead.")
+    return GalaxyParams(
+        fit_ranks=tuple(args.fit_ranks), normalize=args.normalize, center=not args.uncentered,
+        null=not args.no_null, entropy=not args.no_entropy, entropy_subsample=args.entropy_subsample,
+        entropy_pca_dim=args.entropy_pca or None, entropy_zscore=not args.no_zscore, entropy_k=args.entropy_k,
+        entropy_repeats=args.entropy_repeats, seed=args.seed,
+    )
+
+
+def _bad(msg: str):
+    from .errors import InputError
+
+    return InputError(msg)
+
+
+def _activation_provider(path: str | None):
+    if not path:
+        return None
+    from .io.activations import activation_provider
+
+    return activation_provider(path)
+
+
+def run_galaxy_command(source: str, layers, out: Path, params, activations: str | None = None,
+                       reference: bool = True) -> dict:
+    """Galaxy analysis of a source; writes tables and figures to ``out``.  Returns the written paths."""
+    from . import plot
+    from .galaxy import run_galaxy
+    from .io import open_suite
+    from .reference import paper_reference
+
+    suite = open_suite(source, layers)
+    _log(f"galaxy: {suite.name}, layers {suite.layers} -> {out}")
+    result = run_galaxy(suite, out, params, activations=_activation_provider(activations), progress=_log)
+    paths = result.write(out)
+    ref = paper_reference()["galaxy"]["slopes"] if reference else None
+    paths["fig_spectra"] = plot.galaxy_spectra(result, out / "galaxy_spectra.png")
+    paths["fig_slopes"] = plot.galaxy_slopes(result, out / "galaxy_slopes.png", reference=ref)
+    if params.entropy:
+        paths["fig_entropy"] = plot.galaxy_entropy(result, out / "galaxy_entropy.png")
+    _print_galaxy_table(result, ref)
+    return {"result": result, "paths": paths}
+
+
+def _print_galaxy_table(result, ref) -> None:
+    print(f"{'layer':>5} {'features':>9} {'excl':>5} {'slope':>7} {'95% CI':>17} {'R2':>5} {'null':>7} "
+          f"{'paper*':>7} {'H_gauss-H_knn':>13} {'null':>8} {'excess':>8}")
+    for r in result.layers:
+        e = r.entropy or {}
+        paper = (ref or {}).get(str(r.layer))
+        f = lambda v, w=7, p=3: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) and v == v else f"{'-':>{w}}"  # noqa: E731
+        print(f"{r.layer:>5} {r.n_features:>9} {r.n_excluded:>5} {f(r.slope)} "
+              f"[{r.slope_ci[0]:>7.3f},{r.slope_ci[1]:>7.3f}] {f(r.r2, 5, 2)} {f(r.null_slope)} {f(paper)} "
+              f"{f(e.get('difference'), 13, 1)} {f(e.get('null_difference'), 8, 1)} {f(e.get('excess'), 8, 1)}")
+    if ref:
+        print("* paper: gemma-2-2b, Gemma Scope 65k residual SAEs (Li et al. 2025), for comparison only")
+
+
+def cmd_galaxy(args) -> int:
+    from ._util import parse_layers
+
+    params = _galaxy_params(args)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    res = run_galaxy_command(args.source, parse_layers(args.layers), out, params, args.activations)
+    _log(f"galaxy: wrote {', '.join(str(p) for p in res['paths'].values())} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import json
+
+    from .io import open_suite
+    from ._util import parse_layers, to_jsonable
+
+    suite = open_suite(args.source, parse_layers(args.layers))
+    out = {"source": suite.name, "layers": suite.layers}
+    if not args.no_load:
+        out["clouds"] = [cloud.describe() for _, cloud in suite]
+    print(json.dumps(to_jsonable(out), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), fast=args.fast)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="featuregeo",
+        description="Geometry of sparse-autoencoder features: galaxy spectra, lobes, crystals, layers, atlas.",
+        epilog="SOURCE: 'saelens:RELEASE:SAE_ID' (SAE_ID may contain {layer}), a sae-lens folder, a "
+               ".safetensors/.npz/.pt/.npy file, a directory, glob or {layer} path template of per-layer "
+               "files, or 'default' / 'default:LAYER' for the suite shipped with featuregeo.",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("galaxy", help="covariance spectrum, power-law slope and clustering entropy per layer")
+    g.add_argument("source", metavar="SOURCE")
+    g.add_argument("--layers", help="e.g. '0,4,8', '0-25', '0-25:2' or 'all' (default: all)")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--seed", type=int, default=0)
+    _add_galaxy_options(g)
+    g.set_defaults(func=cmd_galaxy)
+
+    i = sub.add_parser("info", help="describe a source: layers, shapes, exclusions, provenance")
+    i.add_argument("source", metavar="SOURCE")
+    i.add_argument("--layers")
+    i.add_argument("--no-load", action="store_true", help="list layers without reading weights")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
+    d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")
+    d.add_argument("--fast", action="store_true", help="fewer entropy repeats (for smoke tests)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    from .errors import InputError
+
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        if args.debug:
+            raise
+        print(f"featuregeo {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"featuregeo {args.command}: interrupted; finished layers are saved and a rerun resumes",
+              file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"featuregeo {args.command}: error: out of memory; try fewer layers or a smaller "
+              "--entropy-subsample", file=sys.stderr)
+        return 1
+    except Exception as e:  # unexpected: one line unless --debug
+        if args.debug:
+            raise
+        print(f"featuregeo {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug "
+              "for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up featuregeo on a fresh machine: system packages, a virtualenv, Python packages.
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${FEATUREGEO_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+# Debian packages: text for the built-in corpus (issue 3) and a browser for atlas tests.
+APT_PKGS="bible-kjv fortunes dict-gcide python3.11-doc chromium chromium-driver"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "[setup] apt-get install$missing"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null || \
+      echo "[setup] warning: could not install some Debian packages:$missing" >&2
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+stamp="$VENV/.featuregeo-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+python -m pip install -q --upgrade pip
+# torch first, pinned to the CPU wheel present on these machines; everything else keeps it.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
+rm -f "$VENV"/.featuregeo-setup-*
+touch "$stamp"
+echo "[setup] done"
