@@ -1,0 +1,51 @@
+"""Shared test fixtures (keep this file small; module-specific fixtures live in their test files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded Generator."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def make_sae_folder(tmp_path: Path):
+    """Factory: write a real sae-lens SAE with ``save_model`` and return ``(folder, sae)``.
+
+    ``make_sae_folder(name="layer_3", arch="standard"|"topk"|"jumprelu", d_in=16, d_sae=64, layer=3,
+    w_dec=None)``; ``w_dec`` (``[d_sae, d_in]`` array) replaces the random decoder.
+    """
+    import torch
+    from sae_lens import (JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE,
+                          TopKSAEConfig)
+    from sae_lens.saes.sae import SAEMetadata
+
+    def make(name: str = "sae", arch: str = "standard", d_in: int = 16, d_sae: int = 64, layer: int = 3,
+             w_dec: np.ndarray | None = None, model_name: str = "tiny-model"):
+        torch.manual_seed(layer)
+        meta = SAEMetadata(model_name=model_name, hook_name=f"blocks.{layer}.hook_resid_post",
+                           neuronpedia_id=f"{model_name}/{layer}-res-test")
+        if arch == "standard":
+            sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta))
+        elif arch == "topk":
+            sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=4, metadata=meta))
+        elif arch == "jumprelu":
+            sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta))
+        else:
+            raise ValueError(arch)
+        with torch.no_grad():
+            if w_dec is not None:
+                sae.W_dec.copy_(torch.as_tensor(w_dec, dtype=torch.float32))
+            else:
+                sae.W_dec.normal_()
+        folder = tmp_path / name
+        sae.save_model(str(folder))
+        return folder, sae
+
+    return make
