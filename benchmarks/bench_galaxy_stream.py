@@ -45,6 +45,14 @@ def write_file(path: Path, n: int, d: int, dtype: str, key: str = "W_dec") -> No
     tmp.replace(path)
 
 
+class _Prefix:
+    def __init__(self, reader, n):
+        self._r, self.shape, self.dtype = reader, (n, reader.shape[1]), reader.dtype
+
+    def read(self, start, stop):
+        return self._r.read(start, stop)
+
+
 def child(path: str, n_rows: int | None) -> None:
     sys.path.insert(0, str(HERE))
     from _common import set_threads
@@ -52,13 +60,12 @@ def child(path: str, n_rows: int | None) -> None:
     set_threads()
     from featuregeo.data import FeatureCloud
     from featuregeo.galaxy import covariance, eigenspectrum, fit_power_law
-    from featuregeo.io.rawrows import safetensors_rows
+    from featuregeo.io import load_cloud
 
-    reader = safetensors_rows(path, "W_dec")
-    if n_rows:
-        reader.shape = (n_rows, reader.shape[1])
     t0 = time.perf_counter()
-    cloud = FeatureCloud(reader, layer=0)
+    cloud = load_cloud(path)  # the loader users get: streamed, nothing materialised
+    if n_rows:  # a prefix of the same file, through the same reader
+        cloud = FeatureCloud(_Prefix(cloud._reader, n_rows), layer=0)
     cov, n = covariance(cloud, chunk_rows=16384)
     ev = eigenspectrum(cov)
     dt = time.perf_counter() - t0

