@@ -38,16 +38,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE_DIR = ROOT / "featuregeo" / "data" / "default_suite"
 
 
-def interleave_by_genre(corpus):
-    """Documents in round-robin genre order (each genre's own order kept), so any prefix is balanced."""
-    by = {g: list(corpus.by_genre(g)) for g in corpus.genres}
+def _round_robin(groups: list[list]) -> list:
     out, i = [], 0
-    while any(i < len(v) for v in by.values()):
-        for g in sorted(by):
-            if i < len(by[g]):
-                out.append(by[g][i])
+    while any(i < len(g) for g in groups):
+        out.extend(g[i] for g in groups if i < len(g))
         i += 1
     return out
+
+
+def interleave_by_genre(corpus):
+    """Documents in round-robin order over genres, and within a genre over sources (each source's own
+    order kept), so any prefix is balanced across genres and sources."""
+    per_genre = []
+    for g in sorted(corpus.genres):
+        docs = list(corpus.by_genre(g))
+        sources = sorted({d.source for d in docs})
+        per_genre.append(_round_robin([[d for d in docs if d.source == s] for s in sources]))
+    return _round_robin(per_genre)
 
 
 def stage_harvest(args, layers):

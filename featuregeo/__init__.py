@@ -25,6 +25,11 @@ _LAZY = {
     "run_galaxy": "featuregeo.galaxy",
     "clustering_entropy": "featuregeo.galaxy",
     "fit_power_law": "featuregeo.galaxy",
+    "load_model": "featuregeo.models",
+    "residual_stream": "featuregeo.models",
+    "load_corpus": "featuregeo.corpus",
+    "builtin_corpus": "featuregeo.corpus",
+    "Harvest": "featuregeo.harvest",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
