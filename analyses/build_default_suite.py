@@ -121,7 +121,15 @@ def train_layer(args, layer: int, x_train: np.ndarray, x_held: np.ndarray, scale
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=args.width, k=args.k, metadata=meta,
                                                 aux_loss_coefficient=args.aux_coef))
     with torch.no_grad():
-        sae.b_dec.copy_(torch.from_numpy(x_train.mean(0)))
+        mean = x_train.mean(0)
+        sae.b_dec.copy_(torch.from_numpy(mean))
+        if args.data_init:
+            # every latent starts on a real (centred) activation direction: few start dead
+            rows = np.random.default_rng([args.seed, layer, 1]).choice(len(x_train), args.width, replace=False)
+            w = x_train[np.sort(rows)] - mean
+            w /= np.linalg.norm(w, axis=1, keepdims=True)
+            sae.W_dec.copy_(torch.from_numpy(w * 0.1))
+            sae.W_enc.copy_(torch.from_numpy(w.T.copy()))
     n = len(x_train)
     total = args.epochs * n
     steps = total // args.batch
@@ -202,7 +210,8 @@ def stage_train(args, layers):
         sae, rec = train_layer(args, layer, x_train, x_held, scale)
         rec.update({"layer": layer, "activation_scale": scale, "width": args.width, "k": args.k, "lr": args.lr,
                     "epochs": args.epochs, "batch": args.batch, "dead_feature_window": args.dead_window,
-                    "aux_loss_coefficient": args.aux_coef, "train_tokens": int(len(x_train))})
+                    "aux_loss_coefficient": args.aux_coef, "data_init": bool(args.data_init),
+                    "train_tokens": int(len(x_train))})
         save_fp16(sae, folder)
         records[str(layer)] = rec
         atomic_write_json(records_path, records)
@@ -256,6 +265,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dead-window", type=int, default=25)
     ap.add_argument("--aux-coef", type=float, default=1.0)
     ap.add_argument("--massive", type=int, default=8)
+    ap.add_argument("--data-init", type=int, default=1, help="initialise decoder rows on data points (1) or randomly (0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")

@@ -168,7 +168,9 @@ def cmd_harvest(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), fast=args.fast)
+    from ._util import parse_layers
+
+    return run_demo(Path(args.out), fast=args.fast, layers=parse_layers(args.layers))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
     d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")
-    d.add_argument("--fast", action="store_true", help="fewer entropy repeats (for smoke tests)")
+    d.add_argument("--fast", action="store_true", help="fewer entropy repeats and activations (smoke tests)")
+    d.add_argument("--layers", help="a subset of the shipped layers (default: all)")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -39,7 +39,7 @@ def heldout_activations(layers, *, n_blocks: int = 24, block_len: int = 256, see
     return {L: np.asarray(a.reshape(-1, a.shape[-1]), dtype=np.float32) for L, a in acts.items()}
 
 
-def run_demo(out: Path, *, fast: bool = False, source: str = "default") -> int:
+def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=None) -> int:
     from .cli import run_galaxy_command
     from .galaxy import GalaxyParams
     from .io import open_suite
@@ -47,7 +47,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default") -> int:
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    suite = open_suite(source)
+    suite = open_suite(source, layers)
     layers = suite.layers
     _log(f"demo: {len(layers)} layers of the shipped SAE suite; reading raw activations of the default model "
          "on held-out text for comparison")
@@ -56,7 +56,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default") -> int:
     np.savez(acts_path, **{f"layer_{L}": a for L, a in acts.items()})
     params = GalaxyParams(entropy_repeats=3 if fast else 10)
     galaxy_dir = out / "galaxy"
-    res = run_galaxy_command(source, None, galaxy_dir, params, activations=str(acts_path), reference=True)
+    res = run_galaxy_command(source, layers, galaxy_dir, params, activations=str(acts_path), reference=True)
     result = res["result"]
     recs = result.layers
     steep = min(recs, key=lambda r: r.slope)

@@ -1,0 +1,82 @@
+"""The shipped default suite: manifest and checksums, quality targets, and a re-measurement of the
+shipped weights on raw residual activations of held-out text (the scale folding is right)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from featuregeo.io import DEFAULT_SUITE_DIR, load_cloud, open_suite
+from featuregeo.io.saelens import load_sae
+
+MANIFEST = DEFAULT_SUITE_DIR / "manifest.json"
+pytestmark = pytest.mark.skipif(not MANIFEST.exists(), reason="default suite not built")
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads(MANIFEST.read_text())
+
+
+def test_manifest_checksums_and_size(manifest):
+    total = 0
+    for rel, info in manifest["files"].items():
+        data = (DEFAULT_SUITE_DIR / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], rel
+        total += len(data)
+    assert total <= 100e6
+
+
+def test_every_layer_meets_the_targets(manifest):
+    layers = open_suite("default").layers
+    assert len(layers) >= 10 and 17 in layers
+    assert all(layers[i + 1] - layers[i] <= 2 for i in range(len(layers) - 1))  # at least every other layer
+    for L in layers:
+        rec = manifest["layers"][str(L)]
+        assert rec["fvu_excl_massive"] <= 0.3, (L, rec["fvu_excl_massive"])
+        assert rec["dead_fraction"] <= 0.10, (L, rec["dead_fraction"])
+        assert rec["width"] >= 3 * 640 and rec["tokens_seen"] > 0
+
+
+def test_default_layer_loads_as_cloud_with_provenance():
+    c = load_cloud("default:6")
+    assert c.layer == 6 and c.d_model == 640 and c.n_total >= 1920
+    assert c.provenance.hook_name == "blocks.6.hook_resid_post" and c.provenance.source == "default:6"
+
+
+@pytest.mark.parametrize("layer", [3, 15])
+def test_shipped_sae_reconstructs_raw_heldout_activations(layer, manifest):
+    """Encode/decode raw (unscaled) residual activations of held-out text through the shipped SAE."""
+    from featuregeo.demo import heldout_activations
+
+    x = heldout_activations([layer], n_blocks=6)[layer]
+    sae = load_sae(load_cloud(f"default:{layer}"))
+    with torch.inference_mode():
+        f = sae.encode(torch.from_numpy(x))
+        xhat = sae.decode(f).numpy()
+    massive = manifest["layers"][str(layer)]["massive_dim_ids"]
+    keep = np.setdiff1d(np.arange(x.shape[1]), massive)
+    fvu = ((x[:, keep] - xhat[:, keep]) ** 2).sum() / ((x[:, keep] - x[:, keep].mean(0)) ** 2).sum()
+    assert fvu <= 0.4, fvu  # a few thousand tokens: allow sampling noise over the 0.3 target
+    assert abs((f > 0).sum(1).float().mean().item() - manifest["layers"][str(layer)]["k"]) < 1
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "featuregeo", "demo", "--out", str(out), "--fast", "--layers", "4,12"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["layers"] == [4, 12]
+    recs = s["galaxy"]["records"]
+    assert all(rec["slope"] < rec["null_slope"] for rec in recs)  # decoder spectra steeper than the null
+    assert all(rec["activation_slope"] is not None for rec in recs)
+    for fig in s["figures"].values():
+        assert (tmp_path / fig).exists() or __import__("pathlib").Path(fig).exists()
+    assert "summary" in r.stdout
