@@ -150,7 +150,8 @@ def cmd_harvest(args) -> int:
     if suite is not None:
         for layer in suite.layers:
             saes[layer] = load_sae(suite.load(layer))
-    corpus = load_corpus(args.corpus)
+    genre_kw = {"genre": args.genre} if Path(args.corpus).is_dir() else {}
+    corpus = load_corpus(args.corpus, **genre_kw)
     if args.split != "all":
         train, held = corpus.split(args.held_out, seed=args.seed)
         corpus = train if args.split == "train" else held
@@ -162,6 +163,73 @@ def cmd_harvest(args) -> int:
                 corpus_name=f"{args.corpus}:{args.split}:{args.held_out}:{args.seed}")
     _log(f"harvest: {h.n_blocks} blocks of {args.block_len} tokens, layers {h.layers} -> {args.out} "
          f"in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise _bad(f"{name}: expected comma-separated integers like '2,3,4,8'. Got {text!r} instead.") from None
+
+
+def run_lobes_command(source: str, harvest_dir: str, out: Path, layers=None, *, affinities=None, n_clusters=None,
+                      n_permutations: int = 100, logreg_null_repeats: int = 20, heldout_fraction: float = 0.2,
+                      seed: int = 0) -> dict:
+    """Lobes for every SAE layer of a harvest (or ``layers``); one sub-directory per layer. Resumes."""
+    import json
+
+    from . import plot_lobes
+    from .harvest import Harvest
+    from .io import open_suite
+    from .lobes import AFFINITIES, DEFAULT_N_CLUSTERS, LobeResult, lobes_from_harvest
+
+    h = Harvest(harvest_dir)
+    layers = layers or h.sae_layers
+    missing = [L for L in layers if L not in h.sae_layers]
+    if missing:
+        raise _bad(f"--layers: {missing} have no firing in {harvest_dir}; expected some of {h.sae_layers}")
+    suite = open_suite(source, layers)
+    kw = dict(affinities=tuple(affinities or AFFINITIES), n_clusters=tuple(n_clusters or DEFAULT_N_CLUSTERS),
+              n_permutations=n_permutations, logreg_null_repeats=logreg_null_repeats)
+    results = {}
+    for layer in layers:
+        d = out / f"layer_{layer}"
+        stamp = json.dumps({**kw, "heldout_fraction": heldout_fraction, "seed": seed, "source": source,
+                            "harvest": h.manifest.get("fingerprint")}, sort_keys=True, default=str)
+        if (d / "lobes.json").exists() and (d / ".params").exists() and (d / ".params").read_text() == stamp:
+            _log(f"lobes layer {layer}: reused {d}")
+            results[layer] = LobeResult.read(d)
+            continue
+        cloud = suite.load(layer)
+        t0 = time.perf_counter()
+        res = lobes_from_harvest(h, layer, cloud, heldout_fraction=heldout_fraction, seed=seed, **kw)
+        res.write(d)
+        plot_lobes.plot_all(res, d)
+        (d / ".params").write_text(stamp)
+        _log(f"lobes layer {layer}: {time.perf_counter() - t0:.0f}s -> {d}")
+        results[layer] = res
+    return results
+
+
+def cmd_lobes(args) -> int:
+    from ._util import parse_layers
+
+    affs = [a.strip() for a in args.affinities.split(",")] if args.affinities else None
+    ks = _int_list(args.n_clusters, "--n-clusters") if args.n_clusters else None
+    res = run_lobes_command(args.source, args.harvest, Path(args.out), parse_layers(args.layers), affinities=affs,
+                            n_clusters=ks, n_permutations=args.permutations, logreg_null_repeats=args.logreg_null,
+                            heldout_fraction=args.heldout_fraction, seed=args.seed)
+    for layer, r in res.items():
+        print(f"layer {layer}:")
+        for rec in r.records:
+            if rec["n_clusters"] in (2, 3) or rec["n_clusters"] == max(x["n_clusters"] for x in r.records):
+                acc = rec.get("logreg_bal_acc")
+                print(f"  {rec['affinity']:>9} k={rec['n_clusters']:<4} AMI {rec['ami']:.3f} (sigma {rec['ami_sigma']:.1f}, "
+                      f"p {rec['ami_p']:.3g})  logreg {'-' if acc is None else f'{acc:.3f}'}  "
+                      f"genre V {rec.get('genre_cramers_v') if rec.get('genre_cramers_v') is None else round(rec['genre_cramers_v'], 3)}"
+                      f"  majority {rec.get('genre_majority')}")
+    _log(f"lobes: wrote {args.out}")
     return 0
 
 
@@ -204,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--model", default="default", help="model name or path (default: Gemma 3 270M, offline)")
     h.add_argument("--corpus", default="builtin", help="'builtin', a .jsonl/.json/.parquet/.txt file, a folder, "
                    "or hf:NAME (online)")
+    h.add_argument("--genre", default="subfolder", help="for a folder corpus: a genre label for every file, or "
+                   "'subfolder' to label each file by its first-level subfolder (default)")
     h.add_argument("--split", choices=["train", "heldout", "all"], default="heldout")
     h.add_argument("--held-out", type=float, default=0.1, help="held-out fraction of documents")
     h.add_argument("--layers")
@@ -218,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--device", default="cpu")
     h.add_argument("--seed", type=int, default=0)
     h.set_defaults(func=cmd_harvest)
+
+    lb = sub.add_parser("lobes", help="functional lobes from co-occurrence, and whether they are spatial")
+    lb.add_argument("source", metavar="SOURCE", help="the SAE source whose features the harvest recorded")
+    lb.add_argument("--harvest", required=True, help="a directory written by `featuregeo harvest`")
+    lb.add_argument("--out", required=True)
+    lb.add_argument("--layers", help="default: every SAE layer of the harvest")
+    lb.add_argument("--affinities", help="comma list of phi,jaccard,dice,overlap,simple_matching (default: all)")
+    lb.add_argument("--n-clusters", help="comma list (default 2,3,4,8,16,...,1024, capped by usable features)")
+    lb.add_argument("--permutations", type=int, default=100, help="AMI permutation null size")
+    lb.add_argument("--logreg-null", type=int, default=20, help="random-geometry null repeats for the logistic regression")
+    lb.add_argument("--heldout-fraction", type=float, default=0.2,
+                    help="fraction of documents held out for the lobe -> genre table")
+    lb.add_argument("--seed", type=int, default=0)
+    lb.set_defaults(func=cmd_lobes)
 
     d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
     d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")

@@ -239,7 +239,7 @@ def harvest(
             n_blocks += len(shard)
             if path.exists():  # finished earlier: skip without running the model
                 shard_index += 1
-                if bar:
+                if bar is not None:
                     bar.update(len(shard))
                 continue
             meta = {
@@ -287,13 +287,13 @@ def harvest(
             _write(path, npz_bytes(arrays))  # the shard file marks the shard done
             shard_index += 1
             new_shards += 1
-            if bar:
+            if bar is not None:
                 bar.update(len(shard))
                 bar.set_postfix(tok_s=f"{tokens_done / (time.perf_counter() - t0):.0f}")
             if stop_after_shards is not None and new_shards >= stop_after_shards:
                 return Harvest(out)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
     manifest["complete"] = True
     manifest["n_blocks"] = n_blocks
