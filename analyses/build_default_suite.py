@@ -131,7 +131,7 @@ def train_layer(args, layer: int, x_train: np.ndarray, x_held: np.ndarray, scale
             sae.W_dec.copy_(torch.from_numpy(w * 0.1))
             sae.W_enc.copy_(torch.from_numpy(w.T.copy()))
     n = len(x_train)
-    total = args.epochs * n
+    total = int(args.epochs * n)
     steps = total // args.batch
     cfg = SAETrainerConfig(
         total_training_samples=total, train_batch_size_samples=args.batch, lr=args.lr, lr_end=args.lr / 10,
@@ -215,6 +215,7 @@ def stage_train(args, layers):
         save_fp16(sae, folder)
         records[str(layer)] = rec
         atomic_write_json(records_path, records)
+        write_manifest(args, records)  # after every layer: an interrupted build still ships what it finished
         print(f"layer {layer}: FVU {rec['fvu_all']:.3f} (excl. {args.massive} massive dims {rec['fvu_excl_massive']:.3f}) "
               f"L0 {rec['l0']:.1f} dead {rec['dead_fraction']:.3f} in {rec['train_seconds']:.0f}s", flush=True)
         del x_train, x_held
@@ -240,7 +241,8 @@ def write_manifest(args, records):
         "licence": "weights derived from Gemma 3 (Gemma Terms of Use)",
         "build_command": "python analyses/build_default_suite.py",
         "harvest_fingerprint": htr.get("fingerprint"),
-        "layers": {k: records[k] for k in sorted(records, key=int)},
+        "layers": {k: records[k] for k in sorted(records, key=int)
+                   if (SUITE_DIR / f"layer_{k}").is_dir()},
         "files": files,
     }
     atomic_write_json(SUITE_DIR / "manifest.json", manifest)
@@ -252,16 +254,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("FEATUREGEO_WORK", "/tmp/featuregeo-build")))
     ap.add_argument("--stage", choices=["all", "harvest", "train", "manifest"], default="all")
-    ap.add_argument("--layers", default="0-17")
+    ap.add_argument("--layers", default="0-16:2,17,1-15:2",
+                    help="training order: every other layer and the last first, then the rest")
     ap.add_argument("--train-blocks", type=int, default=2048)
     ap.add_argument("--heldout-blocks", type=int, default=128)
     ap.add_argument("--max-blocks-per-doc", type=int, default=4)
     ap.add_argument("--held-out", type=float, default=0.1)
     ap.add_argument("--width", type=int, default=2048)
-    ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--dead-window", type=int, default=25)
     ap.add_argument("--aux-coef", type=float, default=1.0)
     ap.add_argument("--massive", type=int, default=8)
@@ -270,10 +273,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args(argv)
-    layers = parse_layers(args.layers)
+    layers = list(dict.fromkeys(x for part in args.layers.split(",") for x in parse_layers(part)))
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "harvest"):
-        stage_harvest(args, layers)
+        stage_harvest(args, sorted(layers))
     if args.stage in ("all", "train"):
         stage_train(args, layers)
     if args.stage == "manifest":
