@@ -222,6 +222,31 @@ def stage_train(args, layers):
     write_manifest(args, records)
 
 
+TARGETS = {"fvu_excl_massive_max": 0.3, "dead_fraction_max": 0.10, "width_min": 3 * 640}
+
+
+def _miss(rec) -> str:
+    why = []
+    if rec["fvu_excl_massive"] > TARGETS["fvu_excl_massive_max"]:
+        why.append(f"held-out FVU without massive dims {rec['fvu_excl_massive']:.3f} > {TARGETS['fvu_excl_massive_max']}")
+    if rec["dead_fraction"] > TARGETS["dead_fraction_max"]:
+        why.append(f"held-out dead fraction {rec['dead_fraction']:.3f} > {TARGETS['dead_fraction_max']}")
+    return "; ".join(why)
+
+
+def stage_finalize(args, records):
+    """Ship only layers that meet the targets: move the others out of the package, keep their records."""
+    rejected = args.work / "rejected"
+    for k, rec in records.items():
+        folder = SUITE_DIR / f"layer_{k}"
+        if _miss(rec) and folder.is_dir():
+            rejected.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(rejected / folder.name, ignore_errors=True)
+            shutil.move(str(folder), str(rejected / folder.name))
+            print(f"layer {k}: not shipped ({_miss(rec)})")
+    write_manifest(args, records)
+
+
 def write_manifest(args, records):
     files = {}
     for folder in sorted(SUITE_DIR.glob("layer_*")):
@@ -241,8 +266,11 @@ def write_manifest(args, records):
         "licence": "weights derived from Gemma 3 (Gemma Terms of Use)",
         "build_command": "python analyses/build_default_suite.py",
         "harvest_fingerprint": htr.get("fingerprint"),
+        "targets": TARGETS,
         "layers": {k: records[k] for k in sorted(records, key=int)
                    if (SUITE_DIR / f"layer_{k}").is_dir()},
+        "not_shipped": {k: {**records[k], "reason": _miss(records[k])} for k in sorted(records, key=int)
+                        if not (SUITE_DIR / f"layer_{k}").is_dir()},
         "files": files,
     }
     atomic_write_json(SUITE_DIR / "manifest.json", manifest)
@@ -253,7 +281,7 @@ def write_manifest(args, records):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("FEATUREGEO_WORK", "/tmp/featuregeo-build")))
-    ap.add_argument("--stage", choices=["all", "harvest", "train", "manifest"], default="all")
+    ap.add_argument("--stage", choices=["all", "harvest", "train", "finalize", "manifest"], default="all")
     ap.add_argument("--layers", default="0-16:2,17,1-15:2",
                     help="training order: every other layer and the last first, then the rest")
     ap.add_argument("--train-blocks", type=int, default=2048)
@@ -279,6 +307,8 @@ def main(argv=None) -> int:
         stage_harvest(args, sorted(layers))
     if args.stage in ("all", "train"):
         stage_train(args, layers)
+    if args.stage in ("all", "finalize"):
+        stage_finalize(args, json.loads((args.work / "records.json").read_text()))
     if args.stage == "manifest":
         write_manifest(args, json.loads((args.work / "records.json").read_text()))
     return 0
