@@ -130,17 +130,6 @@ def _sae_checksum(sae) -> str:
 # ----------------------------------------------------------------------------------------------
 # the harvest
 # ----------------------------------------------------------------------------------------------
-def _batches(it: Iterator, n: int) -> Iterator[list]:
-    buf = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
 def harvest(
     loaded,
     corpus,
@@ -181,7 +170,7 @@ def harvest(
     import torch
 
     from .corpus import blocks as corpus_blocks
-    from .models import check_layers, iter_residual_stream
+    from .models import _batches, check_layers, iter_residual_stream
 
     saes = dict(saes or {})
     sae_layers = sorted(saes)
