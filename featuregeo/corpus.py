@@ -465,19 +465,12 @@ def folder_corpus(path: str | os.PathLike, *, genre: str | None = None, pattern:
 def _rows_from_file(p: Path) -> Iterator[dict]:
     suf = p.suffix.lower()
     if suf == ".jsonl":
-        with p.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError as e:
-                        raise InputError(f"{p}: line {i} is not valid JSON ({e}); expected one JSON "
-                                         "object per line") from None
+        yield from _jsonl_rows(p)
     elif suf == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except ValueError:  # maybe JSON lines under a .json name
-            yield from _jsonl_fallback(p)
+            yield from _jsonl_rows(p)
             return
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
@@ -501,14 +494,15 @@ def _rows_from_file(p: Path) -> Iterator[dict]:
         raise InputError(f"{p}: unknown file type {suf!r}; expected .jsonl, .json, .parquet or .txt")
 
 
-def _jsonl_fallback(p: Path) -> Iterator[dict]:
+def _jsonl_rows(p: Path) -> Iterator[dict]:
+    """One JSON object per non-empty line (also the fallback for JSON lines under a .json name)."""
     with p.open(encoding="utf-8") as fh:
         for i, line in enumerate(fh, 1):
             if line.strip():
                 try:
                     yield json.loads(line)
                 except ValueError as e:
-                    raise InputError(f"{p}: not valid JSON (line {i}: {e}); expected a JSON list or "
+                    raise InputError(f"{p}: line {i} is not valid JSON ({e}); expected a JSON list or "
                                      "JSON lines of objects with a 'text' field") from None
 
 
