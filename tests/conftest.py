@@ -8,6 +8,14 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session")
+def default_model():
+    """The default model (Gemma 3 270M, float32, CPU), loaded once per test session. Do not modify it."""
+    from featuregeo.models import load_model
+
+    return load_model("default", threads=2)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded Generator."""

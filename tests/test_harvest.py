@@ -19,8 +19,8 @@ LAYERS = (2, 7)
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return load_model("default", threads=2)
+def lm(default_model):
+    return default_model
 
 
 @pytest.fixture(scope="module")

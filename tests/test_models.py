@@ -21,8 +21,8 @@ from featuregeo.models import (ResidualBatch, as_transformer_lens, check_layers,
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return load_model("default", threads=2)
+def lm(default_model):
+    return default_model
 
 
 @pytest.fixture
