@@ -38,23 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE_DIR = ROOT / "featuregeo" / "data" / "default_suite"
 
 
-def _round_robin(groups: list[list]) -> list:
-    out, i = [], 0
-    while any(i < len(g) for g in groups):
-        out.extend(g[i] for g in groups if i < len(g))
-        i += 1
-    return out
-
-
 def interleave_by_genre(corpus):
-    """Documents in round-robin order over genres, and within a genre over sources (each source's own
-    order kept), so any prefix is balanced across genres and sources."""
-    per_genre = []
-    for g in sorted(corpus.genres):
-        docs = list(corpus.by_genre(g))
-        sources = sorted({d.source for d in docs})
-        per_genre.append(_round_robin([[d for d in docs if d.source == s] for s in sources]))
-    return _round_robin(per_genre)
+    """Genres (and sources within a genre) in round-robin order: see ``Corpus.interleaved``."""
+    return corpus.interleaved()
 
 
 def stage_harvest(args, layers):

@@ -155,12 +155,14 @@ def cmd_harvest(args) -> int:
     if args.split != "all":
         train, held = corpus.split(args.held_out, seed=args.seed)
         corpus = train if args.split == "train" else held
+    if args.order == "interleave":
+        corpus = corpus.interleaved()
     t0 = time.perf_counter()
     h = harvest(model, corpus, args.out, saes=saes, layers=layers if suite is None else None,
                 block_len=args.block_len, threshold=args.threshold, batch_size=args.batch_size,
                 shard_blocks=args.batch_size * args.shard_batches, max_blocks=args.max_blocks,
                 max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations,
-                corpus_name=f"{args.corpus}:{args.split}:{args.held_out}:{args.seed}")
+                corpus_name=f"{args.corpus}:{args.split}:{args.held_out}:{args.seed}:{args.order}")
     _log(f"harvest: {h.n_blocks} blocks of {args.block_len} tokens, layers {h.layers} -> {args.out} "
          f"in {time.perf_counter() - t0:.0f}s")
     return 0
@@ -233,6 +235,146 @@ def cmd_lobes(args) -> int:
     return 0
 
 
+def run_atlas_command(source, out, *, layers=None, lobes=None, atoms=None, galaxy=None, harvest=None, labels=(),
+                      layout: str = "umap", affinity: str = "phi", seed: int = 0) -> dict:
+    """Feature atlas of a source (static site + tables) in ``out``; resumes finished layers.
+
+    Returns ``{"result": AtlasResult, "index": Path, "paths": {name: Path}}``.
+    """
+    from .atlas import run_atlas
+
+    out = Path(out)
+    res = run_atlas(source, out, layers=layers, lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest,
+                    labels=labels, layout=layout, affinity=affinity, seed=seed, progress=_log)
+    return {"result": res, "index": out / "index.html", "paths": {k: out / v for k, v in res.files.items()}}
+
+
+def cmd_atlas(args) -> int:
+    from ._util import parse_layers
+
+    t0 = time.perf_counter()
+    res = run_atlas_command(args.source, Path(args.out), layers=parse_layers(args.layers), lobes=args.lobes,
+                            atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or (),
+                            layout=args.layout, affinity=args.affinity, seed=args.seed)
+    r = res["result"]
+    print(f"atlas: {len(r.layers)} layers, {r.n_features} features -> {res['index']}")
+    _log(f"atlas: wrote {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+LAYERS_FAST = {"n_blocks": 12, "block_len": 48, "loss_blocks": 4, "loss_block_len": 64, "prune_max": 2,
+               "random_drops": 2, "null_assignment": False}
+
+
+def run_layers_command(model, out, *, sae: str | None = "default", fast: bool = False, seed: int = 0,
+                       measures=None, galaxy: str | None = None, **kw) -> dict:
+    """Layer comparison of ``model`` (a name or a LoadedModel); writes ``layers.json`` and figures to
+    ``out``.  ``fast`` uses fewer blocks, prune-max 2, 2 random drops and no assignment null.  Extra
+    keywords (n_blocks, block_len, loss_blocks, loss_block_len, prune_max, random_drops) override.
+    Returns ``{"result": LayerResult, "paths": {...}}``; reruns reuse ``out/.layers_cache``."""
+    from . import plot_layers
+    from .layers import MEASURES, check_measures, run_layers
+    from .models import LoadedModel, load_model
+
+    out = Path(out)
+    measures = check_measures(measures or MEASURES)  # cheap checks before the model loads
+    for name in ("prune_max", "random_drops", "n_blocks", "block_len", "loss_blocks", "loss_block_len"):
+        v = kw.get(name)
+        if v is not None and (not isinstance(v, int) or v < (0 if name in ("prune_max", "random_drops") else 1)):
+            raise _bad(f"--{name.replace('_', '-')}: expected a {'non-negative' if name in ('prune_max', 'random_drops') else 'positive'} "
+                       f"integer. Got {v!r} instead.")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    suite = None
+    if sae and sae != "none":
+        from .io import open_suite
+
+        suite = open_suite(sae)
+    opts = {**(LAYERS_FAST if fast else {}), **{k: v for k, v in kw.items() if v is not None}}
+    _log(f"layers: {loaded.name} ({loaded.n_layers} blocks), SAE {sae} -> {out}")
+    res = run_layers(loaded, out, sae=suite, measures=measures, galaxy=galaxy, seed=seed,
+                     progress=_log, **opts)
+    paths = {"json": out / "layers.json", **plot_layers.plot_all(res, out)}
+    return {"result": res, "paths": paths}
+
+
+def cmd_layers(args) -> int:
+    res = run_layers_command(args.model, args.out, sae=args.sae, fast=args.fast, seed=args.seed,
+                             measures=args.measures, galaxy=args.galaxy, n_blocks=args.n_blocks,
+                             block_len=args.block_len, loss_blocks=args.loss_blocks,
+                             loss_block_len=args.loss_block_len, prune_max=args.prune_max,
+                             random_drops=args.random_drops)
+    r = res["result"]
+    for m, red in r.redundancy.items():
+        print(f"{m:>7}: most redundant blocks {[x['block'] for x in red[:3]]}")
+    if r.pruning:
+        p = r.pruning
+        print(f"pruning: baseline loss {p['baseline']:.4f} nats/token over {p['n_tokens']} tokens")
+        for row in p["table"]:
+            print(f"  {row['method']:>7} drop {row['n_drop']} {row['dropped']}: {row['loss']:.4f}")
+        for s in p["random_summary"]:
+            sd = "-" if s["std"] is None else f"{s['std']:.4f}"
+            print(f"   random drop {s['n_drop']}: {s['mean']:.4f} ± {sd} (n={s['n']})")
+    _log(f"layers: wrote {', '.join(str(p) for p in res['paths'].values())}")
+    return 0
+
+
+def run_atoms_command(model, layers, out, *, sae: str = "default", fast: bool = False, seed: int = 0,
+                      tasks=None, pair_files=(), template: str = " {word}", sae_space: bool = False,
+                      max_pairs: int | None = None, crystal_mode: str = "ann", crystal_kw: dict | None = None,
+                      plots: bool = True) -> dict:
+    """Atom scale for ``layers`` of ``model`` (name or LoadedModel): pairs, LDA on held-out pairs, crystals.
+
+    ``fast`` caps every task at 40 pairs and 200 analogy quadruples per task (the demo).  Writes
+    ``out/atoms.json`` + ``out/crystals.csv`` (one layer) or ``out/layer_L/...`` + a combined
+    ``out/crystals.csv`` (several), and figures.  Returns ``{layer: {...}}`` as :func:`featuregeo.atoms.run_atoms`.
+    """
+    from . import plot_atoms
+    from .atoms import run_atoms
+
+    out = Path(out)
+    res = run_atoms(model, layers, out, sae=sae, tasks=tasks, pair_files=pair_files, template=template,
+                    max_pairs=40 if fast and max_pairs is None else max_pairs, sae_space=sae_space,
+                    max_quadruples=200 if fast else 500, crystal_kw={"mode": crystal_mode, **(crystal_kw or {})},
+                    seed=seed, progress=_log)
+    if plots:
+        for L, r in res.items():
+            r["figures"] = plot_atoms.plot_all(r["atoms"], r["crystals"], r["dir"])
+    return res
+
+
+def cmd_atoms(args) -> int:
+    from ._util import parse_layers
+
+    if (args.layer is None) == (args.layers is None):
+        raise _bad("--layer/--layers: expected exactly one of --layer L or --layers 3,9,15")
+    layers = [args.layer] if args.layer is not None else parse_layers(args.layers)
+    if not layers:
+        raise _bad("--layers: expected explicit layers like '3,9,15'")
+    t0 = time.perf_counter()
+    res = run_atoms_command(args.model, layers, Path(args.out), sae=args.sae, seed=args.seed, fast=args.fast,
+                            tasks=args.tasks, pair_files=args.pairs or (), template=args.template,
+                            sae_space=args.sae_space, max_pairs=args.max_pairs, crystal_mode=args.crystal_mode,
+                            crystal_kw={"remove_pcs": args.crystal_remove_pcs, "min_cosine": args.crystal_min_cosine})
+    for L, r in res.items():
+        a = r["atoms"]
+        raw = a.best("raw")
+        lda = a.best("lda")
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"layer {L}: {a.n_pairs} pairs ({a.n_test} held out), {len(a.task_names)} tasks, "
+              f"{len(a.skipped)} skipped; PC1 r(d_chars) {f(a.distractors.get('pc1_r_chars'))}, "
+              f"r(d_tokens) {f(a.distractors.get('pc1_r_tokens'))}")
+        if raw and lda:
+            print(f"  held-out analogy {f(raw['analogy_accuracy'])} -> {f(lda['analogy_accuracy'])} (LDA "
+                  f"{lda['n_components']}); silhouette {f(raw['silhouette'])} -> {f(lda['silhouette'])}; "
+                  f"task acc {f(raw['task_accuracy'])} -> {f(lda['task_accuracy'])}")
+        if r["crystals"] is not None:
+            c = r["crystals"]
+            print(f"  crystals: {c.n_matches} matches among {c.n_candidate_pairs} candidate pairs of {c.n_features} "
+                  f"features; top cosine {f(c.crystals[0]['cosine'] if c.crystals else None)}")
+    _log(f"atoms: wrote {args.out} in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -276,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "'subfolder' to label each file by its first-level subfolder (default)")
     h.add_argument("--split", choices=["train", "heldout", "all"], default="heldout")
     h.add_argument("--held-out", type=float, default=0.1, help="held-out fraction of documents")
+    h.add_argument("--order", choices=["interleave", "corpus"], default="interleave",
+                   help="document order: round-robin over genres and sources, so any --max-blocks prefix is "
+                   "balanced (default), or the corpus's own order")
     h.add_argument("--layers")
     h.add_argument("--out", required=True)
     h.add_argument("--block-len", type=int, default=256)
@@ -302,6 +447,58 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction of documents held out for the lobe -> genre table")
     lb.add_argument("--seed", type=int, default=0)
     lb.set_defaults(func=cmd_lobes)
+
+    at = sub.add_parser("atlas", help="static offline web atlas of the features of every layer, plus tables")
+    at.add_argument("source", metavar="SOURCE")
+    at.add_argument("--out", required=True, help="output directory (open OUT/index.html)")
+    at.add_argument("--layers", help="default: every layer of SOURCE")
+    at.add_argument("--lobes", metavar="DIR", help="output of `featuregeo lobes` (DIR/layer_L/)")
+    at.add_argument("--atoms", metavar="DIR", help="atoms output with crystals.csv (DIR/ or DIR/layer_L/)")
+    at.add_argument("--galaxy", metavar="DIR", help="output of `featuregeo galaxy`")
+    at.add_argument("--harvest", metavar="DIR", help="output of `featuregeo harvest` (firing frequency, co-firing)")
+    at.add_argument("--labels", metavar="FILE", nargs="+", action="extend",
+                    help="label CSV/JSON files or Neuronpedia explanation exports (batch-N.jsonl.gz or a folder)")
+    at.add_argument("--layout", choices=["umap", "tsne", "pca"], default="umap")
+    at.add_argument("--affinity", default="phi", help="lobe affinity that colours the map (default phi)")
+    at.add_argument("--seed", type=int, default=0)
+    at.set_defaults(func=cmd_atlas)
+
+    ly = sub.add_parser("layers", help="cross-layer similarity (cosine, CKA, StructLens trees), SAE matching, "
+                        "pruning check")
+    ly.add_argument("--model", default="default", help="model name or path (default: Gemma 3 270M, offline)")
+    ly.add_argument("--sae", default="default", help="SAE suite for slopes and feature matching ('none' to skip)")
+    ly.add_argument("--out", required=True)
+    ly.add_argument("--measures", help="comma list of cosine,cka,uas,ted (default: all)")
+    ly.add_argument("--n-blocks", type=int, help="held-out blocks for the similarity measures (default 32)")
+    ly.add_argument("--block-len", type=int, help="tokens per similarity block (default 64)")
+    ly.add_argument("--loss-blocks", type=int, help="held-out blocks for the pruning loss (default 32)")
+    ly.add_argument("--loss-block-len", type=int, help="tokens per loss block (default 128)")
+    ly.add_argument("--prune-max", type=int, help="drop up to this many blocks (default 3; 0 = no pruning)")
+    ly.add_argument("--random-drops", type=int, help="random drop orders to compare with (default 5)")
+    ly.add_argument("--galaxy", help="a galaxy.json (or its folder) to take slopes from instead of refitting")
+    ly.add_argument("--fast", action="store_true", help="small settings (12 blocks, prune-max 2, 2 random drops)")
+    ly.add_argument("--seed", type=int, default=0)
+    ly.set_defaults(func=cmd_layers)
+
+    at = sub.add_parser("atoms", help="function vectors of word pairs, LDA on held-out pairs, crystals among SAE features")
+    at.add_argument("--model", default="default", help="model name or path (default: Gemma 3 270M, offline)")
+    at.add_argument("--layer", type=int, help="one layer: files go straight into --out")
+    at.add_argument("--layers", help="several layers, e.g. '3,9,15': one sub-directory each (resumable)")
+    at.add_argument("--out", required=True)
+    at.add_argument("--sae", default="default", help="SAE source for the crystal search ('none' to skip; default: "
+                    "the shipped suite)")
+    at.add_argument("--sae-space", action="store_true", help="also analyse word vectors passed through the SAE")
+    at.add_argument("--tasks", help="comma list of built-in tasks (default: all; '' for none, with --pairs)")
+    at.add_argument("--pairs", action="append", metavar="FILE",
+                    help="extra tasks: CSV input,output[,task] or JSON [{'input':..,'output':..}] (repeatable)")
+    at.add_argument("--template", default=" {word}", help="prompt template; the vector is its last token")
+    at.add_argument("--max-pairs", type=int, help="cap pairs per task (chosen by hash)")
+    at.add_argument("--crystal-mode", choices=["ann", "exhaustive"], default="ann")
+    at.add_argument("--crystal-min-cosine", type=float, default=0.4, help="keep quadruples with cos(b-a, d-c) >= this")
+    at.add_argument("--crystal-remove-pcs", type=int, default=0, help="search with the top PCs of the rows projected out")
+    at.add_argument("--fast", action="store_true", help="at most 40 pairs per task, fewer quadruples")
+    at.add_argument("--seed", type=int, default=0)
+    at.set_defaults(func=cmd_atoms)
 
     d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
     d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")

@@ -166,6 +166,15 @@ class Corpus(Sequence[Document]):
     def filter(self, predicate: Callable[[Document], bool]) -> "Corpus":
         return self._subset(d for d in self._docs if predicate(d))
 
+    def interleaved(self) -> "Corpus":
+        """The same documents in round-robin order over genres, and within a genre over sources (each
+        source keeping its own order), so that any prefix — a ``max_blocks`` limit — is balanced."""
+        per_genre = []
+        for g in sorted({d.genre for d in self._docs}):
+            docs = [d for d in self._docs if d.genre == g]
+            per_genre.append(_round_robin([[d for d in docs if d.source == s] for s in sorted({d.source for d in docs})]))
+        return self._subset(_round_robin(per_genre))
+
     def split(self, held_out: float = 0.1, *, seed: int = 0) -> tuple["Corpus", "Corpus"]:
         """(train, held_out) — see :func:`split`."""
         return split(self, held_out=held_out, seed=seed)
@@ -202,6 +211,14 @@ class Corpus(Sequence[Document]):
 
 # --------------------------------------------------------------------------------------------
 # split
+
+
+def _round_robin(groups: list[list]) -> list:
+    out, i = [], 0
+    while any(i < len(g) for g in groups):
+        out.extend(g[i] for g in groups if i < len(g))
+        i += 1
+    return out
 
 
 def _doc_hash(doc_id: str, seed: int) -> int:

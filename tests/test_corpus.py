@@ -119,6 +119,22 @@ def test_split_deterministic_disjoint(builtin):
         split(builtin, 1.5)
 
 
+def test_interleaved_prefixes_are_balanced(builtin):
+    held = builtin.split(0.1, seed=0)[1]
+    mixed = held.interleaved()
+    assert sorted(mixed.doc_ids) == sorted(held.doc_ids) and mixed.doc_ids != held.doc_ids
+    genres = [d.genre for d in mixed[:30]]
+    assert genres[:3] == ["code", "math", "prose"] and {genres.count(g) for g in set(genres)} == {10}
+    # every source of a genre appears before any source repeats within that genre
+    prose = [d.source for d in mixed if d.genre == "prose"]
+    n_src = len({d.source for d in held if d.genre == "prose"})
+    assert len(set(prose[:n_src])) == n_src
+    # each source keeps its own order
+    kjv = [d.doc_id for d in mixed if d.source == "bible-kjv"]
+    assert kjv == [d.doc_id for d in held if d.source == "bible-kjv"]
+    assert mixed.interleaved().doc_ids == mixed.doc_ids  # idempotent
+
+
 def test_blocks_complete_with_genre(builtin, tokenizer):
     docs = builtin.limit(max_bytes_per_genre=40_000, seed=3)
     got = list(blocks(docs, tokenizer, block_len=64))
