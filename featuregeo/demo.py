@@ -22,12 +22,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def heldout_activations(layers, *, n_blocks: int = 24, block_len: int = 256, seed: int = 0) -> dict[int, np.ndarray]:
+def heldout_activations(layers, *, n_blocks: int = 24, block_len: int = 256, seed: int = 0,
+                        model=None) -> dict[int, np.ndarray]:
     """Raw residual activations (float32) of the default model on held-out built-in text, genres interleaved."""
     from .corpus import blocks, builtin_corpus
     from .models import load_model, residual_stream
 
-    model = load_model("default")
+    model = model or load_model("default")
     _, held = builtin_corpus().split(0.1, seed=seed)
     by = {g: list(held.by_genre(g)) for g in held.genres}
     per = max(1, n_blocks // max(1, len(by)))
@@ -42,7 +43,7 @@ def heldout_activations(layers, *, n_blocks: int = 24, block_len: int = 256, see
 LOBE_LAYERS = (3, 9, 15)  # early, middle, late
 
 
-def demo_harvest(out: Path, layers, *, fast: bool = False, seed: int = 0):
+def demo_harvest(out: Path, layers, *, fast: bool = False, seed: int = 0, model=None):
     """Which shipped-SAE features fire in held-out blocks of the built-in corpus (genres interleaved)."""
     from .corpus import builtin_corpus
     from .harvest import harvest
@@ -54,7 +55,7 @@ def demo_harvest(out: Path, layers, *, fast: bool = False, seed: int = 0):
     saes = {L: load_sae(suite.load(L)) for L in suite.layers}
     _, held = builtin_corpus().split(0.1, seed=seed)
     n_blocks = 96 if fast else 384
-    return harvest(load_model("default"), held.interleaved(), out, saes=saes, block_len=128, batch_size=16,
+    return harvest(model or load_model("default"), held.interleaved(), out, saes=saes, block_len=128, batch_size=16,
                    shard_blocks=64, max_blocks=n_blocks, max_blocks_per_doc=2, progress=False,
                    corpus_name=f"builtin:heldout:0.1:{seed}:interleave")
 

@@ -244,10 +244,18 @@ def _load_default(tdtype, cache_dir) -> tuple[Any, Any, str, dict]:
     # the tokenizer (33 MB of JSON) loads in a thread while the weights are read
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1) as ex:
-        fut = ex.submit(AutoTokenizer.from_pretrained, str(target), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(target), dtype=tdtype, local_files_only=True)
-        tok = fut.result()
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a cached local load: no per-tensor progress bar
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(AutoTokenizer.from_pretrained, str(target), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(target), dtype=tdtype, local_files_only=True)
+            tok = fut.result()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model, tok, str(target), info
 
 

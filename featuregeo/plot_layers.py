@@ -1,0 +1,156 @@
+"""Figures of the layer comparison, drawn from a :class:`~featuregeo.layers.LayerResult` only.
+
+Every function takes the result first and a path and never computes science; matplotlib is
+imported inside each function (Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .layers import LayerResult
+
+TITLES = {"cosine": "mean token cosine", "cka": "linear CKA", "uas": "StructLens UAS (edge agreement)",
+          "ted": "StructLens tree-edit similarity 1 - TED/2n", "ted_distance": "StructLens TED / 2n"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    tmp.replace(path)
+    _plt().close(fig)
+    return path
+
+
+def heatmap(result: LayerResult, measure: str, path: str | Path) -> Path:
+    """Layer x layer matrix of one measure; the redundancy score of each block on the side."""
+    plt = _plt()
+    M = result.matrix(measure)
+    labels = result.labels
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.15, 1]},
+                                  layout="constrained")
+    im = ax.imshow(M, cmap="viridis", origin="upper")
+    step = max(1, len(labels) // 10)
+    ticks = np.arange(0, len(labels), step)
+    ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=7, rotation=90)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
+    ax.set_xlabel("representation (output of block; 'embed' = input of block 0)")
+    ax.set_title(TITLES.get(measure, measure), fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    red = result.redundancy.get(measure)
+    if red:
+        by = sorted(red, key=lambda r: r["block"])
+        ax2.bar([r["block"] for r in by], [r["score"] for r in by], color="0.6")
+        top = [r["block"] for r in red[:3]]
+        ax2.bar(top, [next(r["score"] for r in red if r["block"] == b) for b in top], color="tab:red",
+                label="most redundant")
+        ax2.set_xlabel("block L")
+        from matplotlib.ticker import MaxNLocator
+
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_ylabel("sim(input, output) of block L")
+        ax2.legend(fontsize=8)
+    else:
+        ax2.axis("off")
+    fig.suptitle(f"{result.model}: {measure}", fontsize=10)
+    return _save(fig, path)
+
+
+def pruning(result: LayerResult, path: str | Path) -> Path:
+    """Held-out loss against the number of dropped blocks, per measure, with random drops (mean ± std)."""
+    p = result.pruning
+    if not p:
+        raise InputError("result: has no pruning table; expected run_layers with prune_max >= 1")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    methods = list(dict.fromkeys(r["method"] for r in p["table"]))
+    for k, m in enumerate(methods):
+        rows = sorted((r for r in p["table"] if r["method"] == m), key=lambda r: r["n_drop"])
+        ax.plot([0] + [r["n_drop"] for r in rows], [p["baseline"]] + [r["loss"] for r in rows], "o-",
+                label=m, alpha=0.85, ms=4 + (len(methods) - k))
+    rs = [r for r in p["random_summary"] if r["mean"] is not None]
+    if rs:
+        n = np.array([0] + [r["n_drop"] for r in rs])
+        mu = np.array([p["baseline"]] + [r["mean"] for r in rs])
+        ax.plot(n, mu, "k--", label=f"random drops (mean of {rs[0]['n']})")
+        pts = p["random"]
+        ax.scatter([r["n_drop"] + 0.04 for r in pts], [r["loss"] for r in pts], s=10, color="k", alpha=0.35,
+                   label="random drops (each)")
+    ax.axhline(p["baseline"], color="0.5", lw=0.8, ls=":")
+    ax.set_xlabel("blocks dropped")
+    ax.set_xticks(range(0, p["prune_max"] + 1))
+    ax.set_ylabel("held-out next-token loss (nats/token)")
+    ax.set_yscale("log")
+    ax.set_title(f"pruning the most redundant blocks ({p['n_tokens']} tokens)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def matching(result: LayerResult, path: str | Path) -> Path:
+    """Fraction of features persisting to the next SAE layer (and appearing), real vs rotation null;
+    pooled best-match cosine distributions."""
+    s = result.sae
+    if not s or not s.get("pairs"):
+        raise InputError("result: has no SAE matching table; expected run_layers with an SAE suite")
+    plt = _plt()
+    pairs = s["pairs"]
+    th = s["thresholds"]
+    k = th.index(0.5) if 0.5 in th else len(th) // 2
+    x = np.arange(len(pairs))
+    names = [f"{q['layer_a']}->{q['layer_b']}" for q in pairs]
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.4), layout="constrained")
+    ax.plot(x, [q["frac_persist"][k] for q in pairs], "o-", label=f"persist (best cos > {th[k]})")
+    ax.plot(x, [q["frac_appear"][k] for q in pairs], "s-", label="appear (no match in previous layer)")
+    if "frac_assigned" in pairs[0]:
+        ax.plot(x, [q["frac_assigned"][k] for q in pairs], "^-", label="one-to-one assigned cos > thr")
+    if pairs[0].get("null"):
+        ax.plot(x, [q["null"]["frac_persist"][k] for q in pairs], "k--", label="persist, rotation null")
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylabel("fraction of features")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title("feature matching between adjacent SAE layers", fontsize=10)
+    edges = np.asarray(pairs[0]["hist_edges"])
+    mid = (edges[:-1] + edges[1:]) / 2
+    ax2.plot(mid, np.sum([q["best_hist"] for q in pairs], 0), label="best match")
+    if "assigned_hist" in pairs[0]:
+        ax2.plot(mid, np.sum([q["assigned_hist"] for q in pairs], 0), label="one-to-one")
+    if pairs[0].get("null"):
+        ax2.plot(mid, np.sum([q["null"]["best_hist"] for q in pairs], 0), "k--", label="best match, null")
+    ax2.set_xlabel("cosine")
+    ax2.set_ylabel("features (all adjacent pairs)")
+    ax2.legend(fontsize=7)
+    lay = s["layers"]
+    ax3.errorbar([r["layer"] for r in lay], [r["slope"] for r in lay],
+                 yerr=np.abs(np.array([[r["slope"] - r["slope_ci"][0], r["slope_ci"][1] - r["slope"]]
+                                       for r in lay]).T), fmt="o-", ms=3, capsize=2)
+    ax3.set_xlabel("SAE layer")
+    ax3.set_ylabel("galaxy power-law slope (95% CI)")
+    return _save(fig, path)
+
+
+def plot_all(result: LayerResult, out: str | Path) -> dict[str, Path]:
+    """Every figure the result supports: ``layers_<measure>.png``, ``layers_pruning.png``, ``layers_matching.png``."""
+    out = Path(out)
+    paths = {}
+    for m in result.params.get("measures", []):
+        paths[f"fig_{m}"] = heatmap(result, m, out / f"layers_{m}.png")
+    if result.pruning:
+        paths["fig_pruning"] = pruning(result, out / "layers_pruning.png")
+    if result.sae and result.sae.get("pairs"):
+        paths["fig_matching"] = matching(result, out / "layers_matching.png")
+    return paths
