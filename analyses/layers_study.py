@@ -12,7 +12,6 @@ with the same settings reuses everything already computed in ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -324,7 +324,7 @@ def run_atoms_command(model, layers, out, *, sae: str = "default", fast: bool = 
                       plots: bool = True) -> dict:
     """Atom scale for ``layers`` of ``model`` (name or LoadedModel): pairs, LDA on held-out pairs, crystals.
 
-    ``fast`` caps every task at 40 pairs and 200 analogy quadruples per task (the demo).  Writes
+    ``fast`` caps every task at 24 pairs and 100 analogy quadruples per task (the demo).  Writes
     ``out/atoms.json`` + ``out/crystals.csv`` (one layer) or ``out/layer_L/...`` + a combined
     ``out/crystals.csv`` (several), and figures.  Returns ``{layer: {...}}`` as :func:`featuregeo.atoms.run_atoms`.
     """
@@ -333,8 +333,8 @@ def run_atoms_command(model, layers, out, *, sae: str = "default", fast: bool = 
 
     out = Path(out)
     res = run_atoms(model, layers, out, sae=sae, tasks=tasks, pair_files=pair_files, template=template,
-                    max_pairs=40 if fast and max_pairs is None else max_pairs, sae_space=sae_space,
-                    max_quadruples=200 if fast else 500, crystal_kw={"mode": crystal_mode, **(crystal_kw or {})},
+                    max_pairs=24 if fast and max_pairs is None else max_pairs, sae_space=sae_space,
+                    max_quadruples=100 if fast else 500, crystal_kw={"mode": crystal_mode, **(crystal_kw or {})},
                     seed=seed, progress=_log)
     if plots:
         for L, r in res.items():
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--crystal-mode", choices=["ann", "exhaustive"], default="ann")
     at.add_argument("--crystal-min-cosine", type=float, default=0.4, help="keep quadruples with cos(b-a, d-c) >= this")
     at.add_argument("--crystal-remove-pcs", type=int, default=0, help="search with the top PCs of the rows projected out")
-    at.add_argument("--fast", action="store_true", help="at most 40 pairs per task, fewer quadruples")
+    at.add_argument("--fast", action="store_true", help="at most 24 pairs per task, fewer quadruples (the demo)")
     at.add_argument("--seed", type=int, default=0)
     at.set_defaults(func=cmd_atoms)
 

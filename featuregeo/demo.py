@@ -84,21 +84,72 @@ def _lobe_summary(res) -> dict:
     return out
 
 
+def _atoms_summary(r: dict) -> dict:
+    a = r["atoms"]
+    raw = a.best("raw") or {}
+    lda = max((m for m in a.methods if m["method"] == "lda"), key=lambda m: m["n_components"], default={})
+    pcr = a.best("pc_removed") or {}
+    c = r["crystals"]
+    n_cr = len(c.crystals) if c is not None else 0
+    row = {
+        "analogy": {"raw": raw.get("analogy_accuracy"), "lda": lda.get("analogy_accuracy"),
+                    "pc_removed": pcr.get("analogy_accuracy")},
+        "silhouette": {"raw": raw.get("silhouette"), "lda": lda.get("silhouette")},
+        "lda_components": lda.get("n_components"),
+        "pc1_r_chars": a.distractors.get("pc1_r_chars"),
+        "crystals": n_cr,
+    }
+
+    def f(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    row["line"] = (f"held-out analogy raw {f(row['analogy']['raw'])}, LDA({row['lda_components']}) "
+                   f"{f(row['analogy']['lda'])}, top PCs removed {f(row['analogy']['pc_removed'])}; silhouette "
+                   f"{f(row['silhouette']['raw'])} -> {f(row['silhouette']['lda'])}; PC1 vs length r "
+                   f"{f(row['pc1_r_chars'])}; {n_cr} crystals")
+    return row
+
+
+def _layers_summary(res) -> dict:
+    pr = res.pruning or {}
+    table = pr.get("table", [])
+    rand = [r for r in pr.get("random", []) if r.get("n_drop") == 1]
+    return {
+        "most_redundant": {m: (v[0]["block"] if v else None) for m, v in res.redundancy.items()},
+        "baseline_loss": pr.get("baseline"),
+        "loss_after_one_drop": {r["method"]: r["loss"] for r in table if r["n_drop"] == 1},
+        "random_one_drop_median": float(np.median([r["loss"] for r in rand])) if rand else None,
+    }
+
+
 def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=None) -> int:
-    from .cli import run_galaxy_command
+    """Galaxy, lobes, atoms, layers and the atlas on the shipped default; writes ``out/summary.json``."""
+    from .cli import (run_atlas_command, run_atoms_command, run_galaxy_command, run_layers_command)
     from .galaxy import GalaxyParams
     from .io import open_suite
+    from .models import load_model
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     suite = open_suite(source, layers)
     layers = suite.layers
+    timings: dict[str, float] = {}
+    summary: dict = {"source": source, "layers": layers, "seconds": timings}
+
+    def save() -> None:
+        timings["total"] = time.perf_counter() - t0
+        atomic_write_json(out / "summary.json", summary)
+
+    # galaxy: decoder spectra against an isotropic null and the model's raw activations
     _log(f"demo: {len(layers)} layers of the shipped SAE suite; reading raw activations of the default model "
          "on held-out text for comparison")
-    acts = heldout_activations(layers, n_blocks=12 if fast else 24)
+    model = load_model("default")
+    t = time.perf_counter()
+    acts = heldout_activations(layers, n_blocks=12 if fast else 24, model=model)
     acts_path = out / "heldout_activations.npz"
     np.savez(acts_path, **{f"layer_{L}": a for L, a in acts.items()})
+    del acts
     params = GalaxyParams(entropy_repeats=3 if fast else 10)
     galaxy_dir = out / "galaxy"
     res = run_galaxy_command(source, layers, galaxy_dir, params, activations=str(acts_path), reference=True)
@@ -106,50 +157,78 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=N
     recs = result.layers
     steep = min(recs, key=lambda r: r.slope)
     steeper = sum(1 for r in recs if r.activation_slope is not None and r.slope < r.activation_slope)
-    summary = {
-        "source": source,
-        "layers": layers,
-        "galaxy": {
-            "records": result.records(),
-            "steepest_layer": steep.layer,
-            "steepest_slope": steep.slope,
-            "layers_steeper_than_activations": steeper,
-            "mean_null_slope": float(np.mean([r.null_slope for r in recs if r.null_slope is not None])),
-        },
-        "figures": {k: str(v) for k, v in res["paths"].items() if k.startswith("fig_")},
-        "tables": {k: str(v) for k, v in res["paths"].items() if not k.startswith("fig_")},
-        "seconds": time.perf_counter() - t0,
+    summary["galaxy"] = {
+        "dir": str(galaxy_dir),
+        "records": result.records(),
+        "steepest_layer": steep.layer,
+        "steepest_slope": steep.slope,
+        "layers_steeper_than_activations": steeper,
+        "mean_null_slope": float(np.mean([r.null_slope for r in recs if r.null_slope is not None])),
     }
-    atomic_write_json(out / "summary.json", summary)
+    summary["figures"] = {k: str(v) for k, v in res["paths"].items() if k.startswith("fig_")}
+    timings["galaxy"] = time.perf_counter() - t
+    save()
 
     # lobes: co-firing on held-out text, clustered, and tested against the decoder geometry
-    t1 = time.perf_counter()
+    t = time.perf_counter()
     _log("demo: harvesting which features fire in held-out blocks of the built-in corpus")
-    h = demo_harvest(out / "harvest", layers, fast=fast)
-    lobe_layers = [L for L in LOBE_LAYERS if L in layers] or layers[-1:]
-    lobes = demo_lobes(out / "harvest", out / "lobes", lobe_layers, fast=fast)
+    h = demo_harvest(out / "harvest", layers, fast=fast, model=model)
+    focus = [L for L in LOBE_LAYERS if L in layers] or layers[-1:]
+    lobes = demo_lobes(out / "harvest", out / "lobes", focus, fast=fast)
     summary["harvest"] = {"dir": str(out / "harvest"), "blocks": h.n_blocks, "layers": h.sae_layers}
-    summary["lobes"] = {"dir": str(out / "lobes"), "layers": _lobe_summary(lobes),
-                        "seconds": time.perf_counter() - t1}
-    summary["seconds"] = time.perf_counter() - t0
-    atomic_write_json(out / "summary.json", summary)
+    summary["lobes"] = {"dir": str(out / "lobes"), "layers": _lobe_summary(lobes)}
+    timings["harvest_and_lobes"] = time.perf_counter() - t
+    save()
+
+    # atoms: function vectors of word pairs (LDA scored on held-out pairs) and crystals among SAE features
+    t = time.perf_counter()
+    _log(f"demo: atoms at layers {focus}")
+    atoms = run_atoms_command(model, focus, out / "atoms", sae=source, fast=True)
+    summary["atoms"] = {"dir": str(out / "atoms"), "layers": {L: _atoms_summary(r) for L, r in atoms.items()}}
+    timings["atoms"] = time.perf_counter() - t
+    save()
+
+    # layers: similarity of every pair of layers, SAE feature matching, and the pruning check
+    t = time.perf_counter()
+    _log("demo: comparing layers")
+    lay = run_layers_command(model, out / "layers", sae=source, fast=True, galaxy=str(galaxy_dir / "galaxy.json"),
+                             **({} if fast else {"loss_blocks": 8, "loss_block_len": 128, "random_drops": 3}))
+    summary["layers_comparison"] = {"dir": str(out / "layers"), **_layers_summary(lay["result"])}
+    timings["layers"] = time.perf_counter() - t
+    save()
+
+    # atlas: everything above on one browsable map
+    t = time.perf_counter()
+    _log("demo: writing the feature atlas")
+    atlas = run_atlas_command(source, out / "atlas", layers=layers, lobes=out / "lobes", atoms=out / "atoms",
+                              galaxy=galaxy_dir, harvest=out / "harvest", layout="pca")
+    summary["atlas"] = str(atlas["index"])
+    timings["atlas"] = time.perf_counter() - t
+    save()
+
+    g = summary["galaxy"]
     print()
     print(f"featuregeo demo — {len(layers)} layers, {recs[0].n_features} features x d_model {recs[0].d_model} per layer")
     print(f"  galaxy: decoder spectra are power laws with slopes {min(r.slope for r in recs):.3f} .. "
           f"{max(r.slope for r in recs):.3f} (steepest at layer {steep.layer}); isotropic null "
-          f"{summary['galaxy']['mean_null_slope']:.3f}; steeper than raw activations in {steeper}/{len(recs)} layers")
+          f"{g['mean_null_slope']:.3f}; steeper than raw activations in {steeper}/{len(recs)} layers")
     ex = [r.entropy["excess"] for r in recs if r.entropy]
     if ex:
         print(f"  clustering entropy beyond a same-spectrum Gaussian: {min(ex):.1f} .. {max(ex):.1f} nats")
     for layer, row in summary["lobes"]["layers"].items():
         x = row.get("phi_2") or {}
         if x:
+            v = x["genre_cramers_v"]
             print(f"  lobes layer {layer}: 2 phi lobes vs geometry AMI {x['ami']:.3f} (sigma {x['ami_sigma']:.1f}); "
-                  f"lobe -> genre Cramer's V {x['genre_cramers_v'] if x['genre_cramers_v'] is None else round(x['genre_cramers_v'], 2)}"
-                  f", majority {x['genre_majority']}")
-    print(f"  lobes: {summary['lobes']['dir']}")
+                  f"lobe -> genre Cramer's V {'-' if v is None else f'{v:.2f}'}, majority {x['genre_majority']}")
+    for layer, row in summary["atoms"]["layers"].items():
+        print(f"  atoms layer {layer}: {row['line']}")
+    lc = summary["layers_comparison"]
+    print(f"  layers: most redundant block by measure {lc['most_redundant']}; held-out loss {lc['baseline_loss']:.3f} "
+          f"-> after dropping it {', '.join(f'{k} {v:.3f}' for k, v in lc['loss_after_one_drop'].items())}"
+          + (f" (random drop median {lc['random_one_drop_median']:.3f})" if lc["random_one_drop_median"] else ""))
     for k, v in summary["figures"].items():
         print(f"  figure: {v}")
-    print(f"  summary: {out / 'summary.json'}  ({summary['seconds']:.0f}s)")
-
+    print(f"  atlas: {summary['atlas']}  (open it in a browser)")
+    print(f"  summary: {out / 'summary.json'}  ({timings['total']:.0f}s)")
     return 0

@@ -7,7 +7,6 @@ import codecs
 import csv
 import gzip
 import json
-import shutil
 import sysconfig
 from pathlib import Path
 

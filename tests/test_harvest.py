@@ -13,7 +13,7 @@ import torch
 from featuregeo.corpus import Document
 from featuregeo.errors import InputError
 from featuregeo.harvest import Harvest, HarvestError, harvest
-from featuregeo.models import load_model, residual_stream
+from featuregeo.models import residual_stream
 
 LAYERS = (2, 7)
 
