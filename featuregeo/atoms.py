@@ -523,29 +523,77 @@ def _knn_pairs(V: np.ndarray, k: int) -> np.ndarray:
     return np.unique(p, axis=0)
 
 
-def _match_exhaustive(U: np.ndarray, min_cos: float, chunk: int = 1024) -> tuple[np.ndarray, ...]:
+def _scan_kernel(sv, t, out_r, out_c, out_s):  # pragma: no cover - compiled by numba when available
+    """Upper-triangle entries (column > row) of ``sv`` with |value| >= t, in one pass; returns their count
+    (entries beyond the capacity of ``out_*`` are counted but not stored)."""
+    n = 0
+    cap = out_r.shape[0]
+    h, w = sv.shape
+    for i in range(h):
+        for j in range(i + 1, w):
+            x = sv[i, j]
+            if x >= t or x <= -t:
+                if n < cap:
+                    out_r[n] = i
+                    out_c[n] = j
+                    out_s[n] = 1 if x > 0 else -1
+                n += 1
+    return n
+
+
+_SCAN: list = []
+
+
+def _scan():
+    if not _SCAN:
+        try:
+            import numba
+
+            _SCAN.append(numba.njit(cache=False, nogil=True, boundscheck=False)(_scan_kernel))
+        except ImportError:  # pragma: no cover - numba comes with umap-learn
+            _SCAN.append(None)
+    return _SCAN[0]
+
+
+def _match_exhaustive(U: np.ndarray, min_cos: float, chunk: int = 1024, *, use_numba: bool = True
+                      ) -> tuple[np.ndarray, ...]:
     """All pairs (p < q) of rows of unit ``U`` with |cos| >= min_cos, and the sign of each cosine.
 
-    Chunked products into reused buffers (no per-chunk allocation of chunk x M arrays).
+    Chunked products into a reused buffer; the hits of each block are collected in one compiled pass
+    (numba) or, without numba, by numpy abs / compare / nonzero.
     """
     M = U.shape[0]
     chunk = max(1, min(chunk, M))
     sim = np.empty((chunk, M), dtype=U.dtype)
-    mag = np.empty((chunk, M), dtype=U.dtype)
-    hit = np.empty((chunk, M), dtype=bool)
+    scan = _scan() if use_numba else None
+    if scan is None:
+        mag = np.empty((chunk, M), dtype=U.dtype)
+        hit = np.empty((chunk, M), dtype=bool)
+    cap = 1 << 16
+    buf = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)]
     P, Q, S = [], [], []
     for s in range(0, M, chunk):
         h, w = min(chunk, M - s), M - s  # only q >= p: each pair of pairs once
-        sv, mv, hv = sim[:h, :w], mag[:h, :w], hit[:h, :w]
+        sv = sim[:h, :w]
         np.matmul(U[s:s + h], U[s:].T, out=sv)
-        np.abs(sv, out=mv)
-        np.greater_equal(mv, min_cos, out=hv)
-        r, c = np.nonzero(hv)
-        ok = c > r
-        r, c = r[ok], c[ok]
+        if scan is not None:
+            n = scan(sv, U.dtype.type(min_cos), *buf)
+            if n > cap:
+                cap = 1 << int(n - 1).bit_length()
+                buf = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)]
+                scan(sv, U.dtype.type(min_cos), *buf)
+            r, c, sg = buf[0][:n].copy(), buf[1][:n].copy(), buf[2][:n].astype(sv.dtype)
+        else:
+            mv, hv = mag[:h, :w], hit[:h, :w]
+            np.abs(sv, out=mv)
+            np.greater_equal(mv, min_cos, out=hv)
+            r, c = np.nonzero(hv)
+            ok = c > r
+            r, c = r[ok], c[ok]
+            sg = np.sign(sv[r, c])
         P.append(r + s)
         Q.append(c + s)
-        S.append(np.sign(sv[r, c]))
+        S.append(sg)
     return np.concatenate(P), np.concatenate(Q), np.concatenate(S)
 
 
