@@ -1,7 +1,9 @@
 """featuregeo: the geometry of sparse-autoencoder features.
 
 Load SAE decoder directions as point clouds (:func:`open_suite`, :func:`load_cloud`), analyse their
-shape at galaxy scale (:mod:`featuregeo.galaxy`), and write figures and tables.
+shape at galaxy scale (:mod:`featuregeo.galaxy`), find functional lobes from co-firing
+(:mod:`featuregeo.lobes`), function vectors and crystals (:mod:`featuregeo.atoms`), compare layers
+(:mod:`featuregeo.layers`), and export a browsable atlas (:mod:`featuregeo.atlas`).
 
 Heavy libraries (torch, sae_lens, transformers, matplotlib) are imported only when used; names
 below are resolved lazily so ``import featuregeo`` is fast.
@@ -30,6 +32,18 @@ _LAZY = {
     "load_corpus": "featuregeo.corpus",
     "builtin_corpus": "featuregeo.corpus",
     "Harvest": "featuregeo.harvest",
+    "harvest": "featuregeo.harvest",
+    "run_lobes": "featuregeo.lobes",
+    "lobes_from_harvest": "featuregeo.lobes",
+    "LobeResult": "featuregeo.lobes",
+    "load_tasks": "featuregeo.pairs",
+    "analyze_pairs": "featuregeo.atoms",
+    "find_crystals": "featuregeo.atoms",
+    "run_atoms": "featuregeo.atoms",
+    "linear_cka": "featuregeo.layers",
+    "match_features": "featuregeo.layers",
+    "run_layers": "featuregeo.layers",
+    "run_atlas": "featuregeo.atlas",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -80,3 +80,18 @@ def test_demo_end_to_end(tmp_path):
     for fig in s["figures"].values():
         assert (tmp_path / fig).exists() or __import__("pathlib").Path(fig).exists()
     assert "summary" in r.stdout
+    # every later stage ran on the same shipped layers and left its results
+    assert s["harvest"]["layers"] == [4, 12] and s["harvest"]["blocks"] > 0
+    lobe = s["lobes"]["layers"]["12"]["phi_2"]
+    assert 0 <= lobe["ami_p"] <= 1 and lobe["logreg_bal_acc"] is not None
+    atoms = s["atoms"]["layers"]["12"]
+    assert 0 <= atoms["analogy"]["raw"] <= 1 and atoms["lda_components"] >= 2
+    lc = s["layers_comparison"]
+    assert set(lc["most_redundant"]) == {"cosine", "cka", "uas", "ted"}
+    assert all(v > lc["baseline_loss"] for v in lc["loss_after_one_drop"].values())  # dropping a block hurts
+    import pandas as pd
+
+    feats = pd.read_parquet(out / "atlas" / "features.parquet")
+    assert sorted(feats.layer.unique()) == [4, 12] and len(feats) == 2 * 2048
+    assert "lobe_2" in feats.columns and feats.loc[feats.layer == 12, "lobe_2"].notna().any()
+    assert (out / "atlas" / "index.html").is_file()
