@@ -5,24 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _finish(plt, fig, path) -> Path:
-    """Save atomically (see :func:`featuregeo.plot._save`) and close."""
-    from .plot import _save
-
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .plot import _plt, _save
 
 
 def differences_2d(result, path) -> Path:
@@ -50,7 +33,7 @@ def differences_2d(result, path) -> Path:
                      f"{best['silhouette']:.2f} (LDA {best['n_components']})", fontsize=10)
     axes[1].legend(fontsize=7, loc="best", markerscale=1.2)
     fig.tight_layout()
-    return _finish(plt, fig, path)
+    return _save(fig, path)
 
 
 def scores_by_components(result, path) -> Path:
@@ -73,7 +56,7 @@ def scores_by_components(result, path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"layer {result.layer} ({result.space}): scores on held-out pairs", fontsize=10)
     fig.tight_layout()
-    return _finish(plt, fig, path)
+    return _save(fig, path)
 
 
 def crystal_examples(crystals, path, n: int = 6) -> Path:
@@ -104,7 +87,7 @@ def crystal_examples(crystals, path, n: int = 6) -> Path:
         axes[0, 0].text(0.5, 0.5, "no crystals found", ha="center", va="center")
     fig.suptitle(f"layer {crystals.layer}: top crystals (b - a ≈ d - c), feature ids", fontsize=10)
     fig.tight_layout()
-    return _finish(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_all(atoms, crystals, out) -> dict:

@@ -12,28 +12,10 @@ import numpy as np
 
 from .errors import InputError
 from .layers import LayerResult
+from .plot import _plt, _save
 
 TITLES = {"cosine": "mean token cosine", "cka": "linear CKA", "uas": "StructLens UAS (edge agreement)",
           "ted": "StructLens tree-edit similarity 1 - TED/2n", "ted_distance": "StructLens TED / 2n"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
-    _plt().close(fig)
-    return path
 
 
 def heatmap(result: LayerResult, measure: str, path: str | Path) -> Path:

@@ -12,25 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .lobes import LobeResult
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
-    _plt().close(fig)
-    return path
+from .plot import _plt, _save
 
 
 def _series(result: LobeResult, key: str) -> dict[str, tuple[np.ndarray, ...]]:
