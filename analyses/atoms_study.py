@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from featuregeo._util import parse_layers
-from featuregeo.cli import run_atoms_command
-from featuregeo.errors import InputError
+from featuregeo.core.util import parse_layers
+from featuregeo.pipeline import atoms as atoms_pipeline
+from featuregeo.core.errors import InputError
 
 
 def _f(v, w=6):
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        res = run_atoms_command(args.model, parse_layers(args.layers), args.out, sae=args.sae, seed=args.seed,
+        res = atoms_pipeline.run(args.model, parse_layers(args.layers), args.out, sae=args.sae, seed=args.seed,
                                 sae_space=args.sae_space, max_pairs=args.max_pairs)
     except InputError as e:
         print(f"atoms_study: error: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ Reproducible end to end (seeds everywhere) and resumable (every stage skips fini
 
 1. harvest: residual activations after every block, for complete 256-token blocks of the
    training split (genres interleaved) and of the held-out split, stored float16 with a per-layer
-   scale (``featuregeo.harvest``);
+   scale (``featuregeo.io.harvest``);
 2. train: per layer, a TopK SAE (sae-lens ``SAETrainer``; AuxK active from the first steps with a
    short dead-feature window; b_dec initialised at the data mean; linear lr decay) on the scaled
    activations;
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featuregeo._util import atomic_write_json, parse_layers
+from featuregeo.core.util import atomic_write_json, parse_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_DIR = ROOT / "featuregeo" / "data" / "default_suite"
@@ -44,9 +44,9 @@ def interleave_by_genre(corpus):
 
 
 def stage_harvest(args, layers):
-    from featuregeo.corpus import builtin_corpus
-    from featuregeo.harvest import harvest
-    from featuregeo.models import load_model, set_threads
+    from featuregeo.io.corpus import builtin_corpus
+    from featuregeo.io.harvest import harvest
+    from featuregeo.io.models import load_model, set_threads
 
     set_threads(args.threads)
     model = load_model("default")
@@ -178,7 +178,7 @@ def sha256(path: Path) -> str:
 
 
 def stage_train(args, layers):
-    from featuregeo.harvest import Harvest
+    from featuregeo.io.harvest import Harvest
 
     htr, hho = Harvest(args.work / "train"), Harvest(args.work / "heldout")
     if not (htr.complete and hho.complete):

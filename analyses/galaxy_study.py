@@ -17,11 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from featuregeo._util import parse_layers
-from featuregeo.cli import run_galaxy_command
-from featuregeo.errors import InputError
-from featuregeo.galaxy import GalaxyParams
-from featuregeo.reference import paper_reference
+from featuregeo.core.util import parse_layers
+from featuregeo.pipeline import galaxy as galaxy_pipeline
+from featuregeo.core.errors import InputError
+from featuregeo.tl.galaxy import GalaxyParams
+from featuregeo.io.reference import paper_reference
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     params = GalaxyParams(entropy_repeats=args.repeats, seed=args.seed)
     try:
-        res = run_galaxy_command(args.source, parse_layers(args.layers), Path(args.out), params)
+        res = galaxy_pipeline.run(args.source, parse_layers(args.layers), Path(args.out), params)
     except InputError as e:
         print(f"galaxy_study: error: {e}", file=sys.stderr)
         return 2

@@ -37,13 +37,13 @@ def main(argv=None) -> int:
 
     from scipy.stats import spearmanr
 
-    from featuregeo.cli import run_layers_command
+    from featuregeo.pipeline import layers as layers_pipeline
 
     t0 = time.perf_counter()
     kw = {} if a.fast else dict(n_blocks=a.n_blocks, block_len=a.block_len, loss_blocks=a.loss_blocks,
                                 loss_block_len=a.loss_block_len, prune_max=a.prune_max,
                                 random_drops=a.random_drops, null_assignment=not a.no_null_assignment)
-    res = run_layers_command(a.model, Path(a.out), sae=a.sae, fast=a.fast, seed=a.seed, **kw)
+    res = layers_pipeline.run(a.model, Path(a.out), sae=a.sae, fast=a.fast, seed=a.seed, **kw)
     r = res["result"]
     out: dict = {"seconds": time.perf_counter() - t0, "params": r.params}
     print(f"\n== {r.model}: {r.data['n_tokens_similarity']} tokens for similarity ({r.params['n_blocks']} held-out "
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                   f"{q['frac_appear'][k]:>10.3f} {q.get('assigned_mean', float('nan')):>8.3f} "
                   f"{am if am is not None else float('nan'):>6.3f}  {slopes[q['layer_b']]:.3f}")
     out["figures"] = {k: str(v) for k, v in res["paths"].items()}
-    from featuregeo._util import atomic_write_json
+    from featuregeo.core.util import atomic_write_json
 
     atomic_write_json(Path(a.out) / "study.json", out)
     print(f"\nwrote {a.out}/layers.json, study.json and figures in {out['seconds']:.0f}s", file=sys.stderr)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from _common import gb, peak_rss_bytes, set_threads
 
-from featuregeo.atlas import run_atlas
-from featuregeo.data import FeatureCloud, Suite
-from featuregeo.lobes import LobeResult
+from featuregeo.atlas.build import run_atlas
+from featuregeo.core.data import FeatureCloud, Suite
+from featuregeo.tl.lobes import LobeResult
 
 CHROMIUM = "/usr/bin/chromium"
 

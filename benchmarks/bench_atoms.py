@@ -17,7 +17,7 @@ import time
 
 from _common import gb, measure, peak_rss_bytes, set_threads
 
-from featuregeo.atoms import crystal_recall, find_crystals, planted_crystals
+from featuregeo.tl.atoms import crystal_recall, find_crystals, planted_crystals
 
 
 def main() -> None:

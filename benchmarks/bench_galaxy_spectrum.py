@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 from _common import gb, gemm_peak_gflops, measure, set_threads
 
-from featuregeo.galaxy import covariance, eigenspectrum, fit_power_law
+from featuregeo.tl.galaxy import covariance, eigenspectrum, fit_power_law
 
 
 def reference(x: np.ndarray) -> np.ndarray:

@@ -57,8 +57,8 @@ def child(path: str, n_rows: int | None) -> None:
     from _common import set_threads
 
     set_threads()
-    from featuregeo.data import FeatureCloud
-    from featuregeo.galaxy import covariance, eigenspectrum, fit_power_law
+    from featuregeo.core.data import FeatureCloud
+    from featuregeo.tl.galaxy import covariance, eigenspectrum, fit_power_law
     from featuregeo.io import load_cloud
 
     t0 = time.perf_counter()

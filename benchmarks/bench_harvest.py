@@ -28,9 +28,9 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from featuregeo.corpus import blocks, builtin_corpus
-    from featuregeo.harvest import harvest
-    from featuregeo.models import iter_residual_stream, load_model, set_threads
+    from featuregeo.io.corpus import blocks, builtin_corpus
+    from featuregeo.io.harvest import harvest
+    from featuregeo.io.models import iter_residual_stream, load_model, set_threads
 
     set_threads(2)
     layers = [int(x) for x in args.layers.split(",")]

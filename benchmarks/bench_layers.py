@@ -20,7 +20,7 @@ import time
 import numpy as np
 from _common import gb, measure, peak_rss_bytes, set_threads
 
-from featuregeo.layers import cka_matrix, sentence_trees, structlens_tree, tree_edit_distance
+from featuregeo.tl.layers import cka_matrix, sentence_trees, structlens_tree, tree_edit_distance
 
 
 def reference_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from _common import gb, peak_rss_bytes, set_threads
 from scipy import sparse
 
-from featuregeo.lobes import AFFINITIES, DEFAULT_N_CLUSTERS, SpectralSweep, affinity, cooccurrence
+from featuregeo.tl.lobes import AFFINITIES, DEFAULT_N_CLUSTERS, SpectralSweep, affinity, cooccurrence
 
 
 def planted_firing(n_blocks: int, n_features: int, density: float, n_groups: int = 64, p_in: float = 0.5,

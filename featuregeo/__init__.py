@@ -1,9 +1,9 @@
 """featuregeo: the geometry of sparse-autoencoder features.
 
 Load SAE decoder directions as point clouds (:func:`open_suite`, :func:`load_cloud`), analyse their
-shape at galaxy scale (:mod:`featuregeo.galaxy`), find functional lobes from co-firing
-(:mod:`featuregeo.lobes`), function vectors and crystals (:mod:`featuregeo.atoms`), compare layers
-(:mod:`featuregeo.layers`), and export a browsable atlas (:mod:`featuregeo.atlas`).
+shape at galaxy scale (:mod:`featuregeo.tl.galaxy`), find functional lobes from co-firing
+(:mod:`featuregeo.tl.lobes`), function vectors and crystals (:mod:`featuregeo.tl.atoms`), compare layers
+(:mod:`featuregeo.tl.layers`), and export a browsable atlas (:mod:`featuregeo.atlas.build`).
 
 Heavy libraries (torch, sae_lens, transformers, matplotlib) are imported only when used; names
 below are resolved lazily so ``import featuregeo`` is fast.
@@ -16,34 +16,34 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "FeatureCloud": "featuregeo.data",
-    "Suite": "featuregeo.data",
-    "Provenance": "featuregeo.data",
-    "InputError": "featuregeo.errors",
+    "FeatureCloud": "featuregeo.core.data",
+    "Suite": "featuregeo.core.data",
+    "Provenance": "featuregeo.core.data",
+    "InputError": "featuregeo.core.errors",
     "open_suite": "featuregeo.io",
     "load_cloud": "featuregeo.io",
-    "GalaxyParams": "featuregeo.galaxy",
-    "analyze_layer": "featuregeo.galaxy",
-    "run_galaxy": "featuregeo.galaxy",
-    "clustering_entropy": "featuregeo.galaxy",
-    "fit_power_law": "featuregeo.galaxy",
-    "load_model": "featuregeo.models",
-    "residual_stream": "featuregeo.models",
-    "load_corpus": "featuregeo.corpus",
-    "builtin_corpus": "featuregeo.corpus",
-    "Harvest": "featuregeo.harvest",
-    "harvest": "featuregeo.harvest",
-    "run_lobes": "featuregeo.lobes",
-    "lobes_from_harvest": "featuregeo.lobes",
-    "LobeResult": "featuregeo.lobes",
-    "load_tasks": "featuregeo.pairs",
-    "analyze_pairs": "featuregeo.atoms",
-    "find_crystals": "featuregeo.atoms",
-    "run_atoms": "featuregeo.atoms",
-    "linear_cka": "featuregeo.layers",
-    "match_features": "featuregeo.layers",
-    "run_layers": "featuregeo.layers",
-    "run_atlas": "featuregeo.atlas",
+    "GalaxyParams": "featuregeo.tl.galaxy",
+    "analyze_layer": "featuregeo.tl.galaxy",
+    "run_galaxy": "featuregeo.tl.galaxy",
+    "clustering_entropy": "featuregeo.tl.galaxy",
+    "fit_power_law": "featuregeo.tl.galaxy",
+    "load_model": "featuregeo.io.models",
+    "residual_stream": "featuregeo.io.models",
+    "load_corpus": "featuregeo.io.corpus",
+    "builtin_corpus": "featuregeo.io.corpus",
+    "Harvest": "featuregeo.io.harvest",
+    "harvest": "featuregeo.io.harvest",
+    "run_lobes": "featuregeo.tl.lobes",
+    "lobes_from_harvest": "featuregeo.tl.lobes",
+    "LobeResult": "featuregeo.tl.lobes",
+    "load_tasks": "featuregeo.io.pairs",
+    "analyze_pairs": "featuregeo.tl.atoms",
+    "find_crystals": "featuregeo.tl.atoms",
+    "run_atoms": "featuregeo.tl.atoms",
+    "linear_cka": "featuregeo.tl.layers",
+    "match_features": "featuregeo.tl.layers",
+    "run_layers": "featuregeo.tl.layers",
+    "run_atlas": "featuregeo.atlas.build",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,3 +1,3 @@
-from .cli import main
+from featuregeo.cli import main
 
 raise SystemExit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_write_json
+from featuregeo.core.util import atomic_write_json
 
 
 def _log(msg: str) -> None:
@@ -25,8 +25,8 @@ def _log(msg: str) -> None:
 def heldout_activations(layers, *, n_blocks: int = 24, block_len: int = 256, seed: int = 0,
                         model=None) -> dict[int, np.ndarray]:
     """Raw residual activations (float32) of the default model on held-out built-in text, genres interleaved."""
-    from .corpus import blocks, builtin_corpus
-    from .models import load_model, residual_stream
+    from featuregeo.io.corpus import blocks, builtin_corpus
+    from featuregeo.io.models import load_model, residual_stream
 
     model = model or load_model("default")
     _, held = builtin_corpus().split(0.1, seed=seed)
@@ -45,11 +45,11 @@ LOBE_LAYERS = (3, 9, 15)  # early, middle, late
 
 def demo_harvest(out: Path, layers, *, fast: bool = False, seed: int = 0, model=None):
     """Which shipped-SAE features fire in held-out blocks of the built-in corpus (genres interleaved)."""
-    from .corpus import builtin_corpus
-    from .harvest import harvest
-    from .io import open_suite
-    from .io.saelens import load_sae
-    from .models import load_model
+    from featuregeo.io.corpus import builtin_corpus
+    from featuregeo.io.harvest import harvest
+    from featuregeo.io import open_suite
+    from featuregeo.io.saelens import load_sae
+    from featuregeo.io.models import load_model
 
     suite = open_suite("default", layers)
     saes = {L: load_sae(suite.load(L)) for L in suite.layers}
@@ -62,10 +62,10 @@ def demo_harvest(out: Path, layers, *, fast: bool = False, seed: int = 0, model=
 
 def demo_lobes(harvest_dir: Path, out: Path, layers, *, fast: bool = False, seed: int = 0) -> dict:
     """Lobes at an early, a middle and a late shipped layer, on the demo harvest."""
-    from .cli import run_lobes_command
+    from featuregeo.pipeline import lobes as lobes_pipeline
 
     ks = (2, 3, 4, 8, 16) if fast else (2, 3, 4, 8, 16, 32, 64)
-    return run_lobes_command("default", str(harvest_dir), out, list(layers), n_clusters=ks,
+    return lobes_pipeline.run("default", str(harvest_dir), out, list(layers), n_clusters=ks,
                              n_permutations=20 if fast else 100, logreg_null_repeats=3 if fast else 10,
                              heldout_fraction=0.25, seed=seed)
 
@@ -124,10 +124,13 @@ def _layers_summary(res) -> dict:
 
 def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=None) -> int:
     """Galaxy, lobes, atoms, layers and the atlas on the shipped default; writes ``out/summary.json``."""
-    from .cli import (run_atlas_command, run_atoms_command, run_galaxy_command, run_layers_command)
-    from .galaxy import GalaxyParams
-    from .io import open_suite
-    from .models import load_model
+    from featuregeo.pipeline import atlas as atlas_pipeline
+    from featuregeo.pipeline import atoms as atoms_pipeline
+    from featuregeo.pipeline import galaxy as galaxy_pipeline
+    from featuregeo.pipeline import layers as layers_pipeline
+    from featuregeo.tl.galaxy import GalaxyParams
+    from featuregeo.io import open_suite
+    from featuregeo.io.models import load_model
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -152,7 +155,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=N
     del acts
     params = GalaxyParams(entropy_repeats=3 if fast else 10)
     galaxy_dir = out / "galaxy"
-    res = run_galaxy_command(source, layers, galaxy_dir, params, activations=str(acts_path), reference=True)
+    res = galaxy_pipeline.run(source, layers, galaxy_dir, params, activations=str(acts_path), reference=True)
     result = res["result"]
     recs = result.layers
     steep = min(recs, key=lambda r: r.slope)
@@ -183,7 +186,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=N
     # atoms: function vectors of word pairs (LDA scored on held-out pairs) and crystals among SAE features
     t = time.perf_counter()
     _log(f"demo: atoms at layers {focus}")
-    atoms = run_atoms_command(model, focus, out / "atoms", sae=source, fast=True)
+    atoms = atoms_pipeline.run(model, focus, out / "atoms", sae=source, fast=True)
     summary["atoms"] = {"dir": str(out / "atoms"), "layers": {L: _atoms_summary(r) for L, r in atoms.items()}}
     timings["atoms"] = time.perf_counter() - t
     save()
@@ -191,7 +194,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=N
     # layers: similarity of every pair of layers, SAE feature matching, and the pruning check
     t = time.perf_counter()
     _log("demo: comparing layers")
-    lay = run_layers_command(model, out / "layers", sae=source, fast=True, galaxy=str(galaxy_dir / "galaxy.json"),
+    lay = layers_pipeline.run(model, out / "layers", sae=source, fast=True, galaxy=str(galaxy_dir / "galaxy.json"),
                              **({} if fast else {"loss_blocks": 8, "loss_block_len": 128, "random_drops": 3}))
     summary["layers_comparison"] = {"dir": str(out / "layers"), **_layers_summary(lay["result"])}
     timings["layers"] = time.perf_counter() - t
@@ -200,7 +203,7 @@ def run_demo(out: Path, *, fast: bool = False, source: str = "default", layers=N
     # atlas: everything above on one browsable map
     t = time.perf_counter()
     _log("demo: writing the feature atlas")
-    atlas = run_atlas_command(source, out / "atlas", layers=layers, lobes=out / "lobes", atoms=out / "atoms",
+    atlas = atlas_pipeline.run(source, out / "atlas", layers=layers, lobes=out / "lobes", atoms=out / "atoms",
                               galaxy=galaxy_dir, harvest=out / "harvest", layout="pca")
     summary["atlas"] = str(atlas["index"])
     timings["atlas"] = time.perf_counter() - t

@@ -32,7 +32,7 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[dev]"
 # Dequantize the default model once and cache it (about 2 minutes the first time; seconds later).
-python -c "from featuregeo.models import load_model; m = load_model('default'); print('[setup] default model cached:', m)"
+python -c "from featuregeo.io.models import load_model; m = load_model('default'); print('[setup] default model cached:', m)"
 rm -f "$VENV"/.featuregeo-setup-*
 touch "$stamp"
 echo "[setup] done"

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def default_model():
     """The default model (Gemma 3 270M, float32, CPU), loaded once per test session. Do not modify it."""
-    from featuregeo.models import load_model
+    from featuregeo.io.models import load_model
 
     return load_model("default", threads=2)
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from featuregeo.atlas import cofiring, layout_2d, lobe_columns, read_crystals, script_json
-from featuregeo.errors import InputError
-from featuregeo.labels import LabelSources, neuronpedia_url, read_label_table, read_neuronpedia
+from featuregeo.atlas.build import cofiring, layout_2d, lobe_columns, read_crystals, script_json
+from featuregeo.core.errors import InputError
+from featuregeo.io.labels import LabelSources, neuronpedia_url, read_label_table, read_neuronpedia
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -162,7 +162,7 @@ def test_label_readers(tmp_path):
 
 
 def test_each_export_file_is_read_about_once_per_suite(tmp_path, monkeypatch):
-    from featuregeo import labels
+    from featuregeo.io import labels
 
     for layer in (3, 4):
         write_neuronpedia(tmp_path / f"batch-{layer}.jsonl.gz", [
@@ -240,10 +240,11 @@ def _build_inputs(root, default_model):
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from featuregeo.cli import run_galaxy_command, run_lobes_command
-    from featuregeo.corpus import folder_corpus
-    from featuregeo.galaxy import GalaxyParams
-    from featuregeo.harvest import harvest
+    from featuregeo.pipeline import galaxy as galaxy_pipeline
+    from featuregeo.pipeline import lobes as lobes_pipeline
+    from featuregeo.io.corpus import folder_corpus
+    from featuregeo.tl.galaxy import GalaxyParams
+    from featuregeo.io.harvest import harvest
 
     saes = {}
     for layer in LAYERS:
@@ -270,9 +271,9 @@ def _build_inputs(root, default_model):
                  block_len=32, threshold=0.5, batch_size=4, shard_blocks=8, max_blocks_per_doc=4, progress=False)
     firing = hv.firing(2)
     assert firing.shape[1] == N_FEATURES and 0 < firing.nnz < firing.shape[0] * N_FEATURES
-    run_lobes_command(str(root / "saes"), str(root / "harvest"), root / "lobes", list(LAYERS), affinities=["phi"],
+    lobes_pipeline.run(str(root / "saes"), str(root / "harvest"), root / "lobes", list(LAYERS), affinities=["phi"],
                       n_clusters=[2, 3], n_permutations=10, logreg_null_repeats=2)
-    run_galaxy_command(str(root / "saes"), list(LAYERS), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)))
+    galaxy_pipeline.run(str(root / "saes"), list(LAYERS), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)))
     atoms = root / "atoms"
     (atoms / "layer_5").mkdir(parents=True)
     (atoms / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,0,1,2,3,0.93,1.01,parallelogram,0.9\n"
@@ -307,9 +308,9 @@ def site(pipeline, tmp_path_factory):
 def test_tables_hold_the_inputs(pipeline, site, capsys):
     import pyarrow.parquet as pq
 
-    from featuregeo.harvest import Harvest
+    from featuregeo.io.harvest import Harvest
     from featuregeo.io import open_suite
-    from featuregeo.lobes import LobeResult
+    from featuregeo.tl.lobes import LobeResult
 
     t = pq.read_table(site / "features.parquet").to_pandas()
     assert list(t.columns[:6]) == ["layer", "id", "x", "y", "lobe_2", "lobe_3"]
@@ -360,7 +361,7 @@ def test_export_is_deterministic(pipeline, site, tmp_path):
 
 
 def test_bad_inputs_exit_2(pipeline, tmp_path, capsys):
-    from featuregeo.atlas import run_atlas
+    from featuregeo.atlas.build import run_atlas
 
     from featuregeo.cli import main
 

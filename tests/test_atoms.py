@@ -8,11 +8,11 @@ import csv
 import numpy as np
 import pytest
 
-from featuregeo.atoms import (CRYSTAL_COLUMNS, AtomResult, CrystalResult, analyze_pairs, build_pair_data,
+from featuregeo.tl.atoms import (CRYSTAL_COLUMNS, AtomResult, CrystalResult, analyze_pairs, build_pair_data,
                               canonical_quadruple, crystal_null, crystal_recall, find_crystals, planted_crystals,
                               run_atoms, word_vectors)
-from featuregeo.errors import InputError
-from featuregeo.pairs import make_task
+from featuregeo.core.errors import InputError
+from featuregeo.io.pairs import make_task
 
 # ---------------------------------------------------------------------------------------------- crystals
 
@@ -160,7 +160,7 @@ def test_pair_data_skips_small_tasks_and_roundtrips(tmp_path):
 
 
 def test_real_model_word_vectors_and_run(default_model, tmp_path):
-    from featuregeo.models import residual_stream
+    from featuregeo.io.models import residual_stream
 
     words = ["king", "queen", "Zyxqwvbtla"]
     vecs, ntok = word_vectors(default_model, words, [3, 5])

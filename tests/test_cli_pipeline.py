@@ -40,7 +40,7 @@ def test_harvest_then_lobes(make_sae_folder, text_folder, tmp_path, capsys):
                "--block-len", "32", "--batch-size", "4", "--shard-batches", "2", "--max-blocks-per-doc", "3",
                "--threshold", "0.5"])
     assert rc == 0, capsys.readouterr().err
-    from featuregeo.harvest import Harvest
+    from featuregeo.io.harvest import Harvest
 
     h = Harvest(hv)
     assert h.complete and h.sae_layers == [2, 5] and h.firing(2).shape[1] == 96

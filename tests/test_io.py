@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featuregeo.data import FeatureCloud, Suite
-from featuregeo.errors import InputError
+from featuregeo.core.data import FeatureCloud, Suite
+from featuregeo.core.errors import InputError
 from featuregeo.io import load_cloud, open_suite, parse_layer
 from featuregeo.io import saelens as sl
 from featuregeo.io import sources
@@ -235,7 +235,7 @@ def test_pretrained_not_cached_fails_fast_in_a_fresh_process(tmp_path):
     code = (
         "import sys, time; t = time.monotonic()\n"
         "from featuregeo.io import load_cloud\n"
-        "from featuregeo.errors import InputError\n"
+        "from featuregeo.core.errors import InputError\n"
         "try:\n"
         "    load_cloud('saelens:gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical')\n"
         "except InputError as e:\n"

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from featuregeo.errors import InputError
-from featuregeo.layers import (MEASURES, check_measures, cka_matrix, linear_cka, match_features,
+from featuregeo.core.errors import InputError
+from featuregeo.tl.layers import (MEASURES, check_measures, cka_matrix, linear_cka, match_features,
                                maximum_spanning_arborescence, random_rotation, redundancy, sentence_trees,
                                similarity_matrices, structlens_scores, structlens_tree, tree_edit_distance, uas)
 
@@ -208,13 +208,13 @@ def test_matching_recovers_planted_permutation_and_null_matches_little(rng):
 
 
 def _array_suite(arrays: dict):
-    from featuregeo.data import FeatureCloud, Suite
+    from featuregeo.core.data import FeatureCloud, Suite
 
     return Suite(sorted(arrays), lambda L: FeatureCloud.from_array(arrays[L], layer=L), name="planted")
 
 
 def test_sae_geometry_planted_persistence_and_slopes(rng):
-    from featuregeo.layers import sae_geometry
+    from featuregeo.tl.layers import sae_geometry
 
     d = 48
     scales = np.arange(1, d + 1, dtype=float) ** -0.6  # a power-law spectrum
@@ -239,7 +239,7 @@ def test_sae_geometry_planted_persistence_and_slopes(rng):
 
 @pytest.fixture(scope="module")
 def real_rows(default_model):
-    from featuregeo.corpus import builtin_corpus
+    from featuregeo.io.corpus import builtin_corpus
 
     corpus = builtin_corpus(sources=["python-stdlib"])
     _, held = corpus.split(0.1)
@@ -250,14 +250,14 @@ def real_rows(default_model):
 
 
 def _hooks(model):
-    from featuregeo.models import _decoder_layers
+    from featuregeo.io.models import decoder_layers
 
-    return sum(len(b._forward_hooks) + len(b._forward_pre_hooks) for b in _decoder_layers(model))
+    return sum(len(b._forward_hooks) + len(b._forward_pre_hooks) for b in decoder_layers(model))
 
 
 def test_representations_match_residual_stream(default_model, real_rows):
-    from featuregeo.layers import read_representations
-    from featuregeo.models import residual_stream
+    from featuregeo.tl.layers import read_representations
+    from featuregeo.io.models import residual_stream
 
     reps = read_representations(default_model, real_rows)
     assert reps.shape == (default_model.n_layers + 1, 2, 32, default_model.d_model)
@@ -270,7 +270,7 @@ def test_representations_match_residual_stream(default_model, real_rows):
 def test_pruning_loss_real_model_and_restoration(default_model, real_rows):
     import torch
 
-    from featuregeo.layers import heldout_loss, skip_blocks
+    from featuregeo.tl.layers import heldout_loss, skip_blocks
 
     base = heldout_loss(default_model, real_rows, chunk=24)  # chunks that do not divide the positions
     ids = torch.as_tensor(real_rows)
@@ -292,9 +292,9 @@ def test_pruning_loss_real_model_and_restoration(default_model, real_rows):
 
 
 def test_run_layers_end_to_end_and_resume(default_model, tmp_path, rng):
-    from featuregeo import plot_layers
-    from featuregeo.corpus import builtin_corpus
-    from featuregeo.layers import LayerResult, run_layers
+    from featuregeo.pl import layers as plot_layers
+    from featuregeo.io.corpus import builtin_corpus
+    from featuregeo.tl.layers import LayerResult, run_layers
 
     logs = []
     a = rng.standard_normal((64, default_model.d_model))

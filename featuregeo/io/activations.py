@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from featuregeo.core.errors import InputError
 
 
 def _layer_of(name: str) -> int | None:

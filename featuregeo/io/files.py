@@ -2,7 +2,7 @@
 
 Every reader lists the arrays a file holds (name, shape, stored dtype) without reading their data,
 finds the decoder among them (:func:`find_decoder_key`), decides whether its rows or its columns are
-the features (:func:`decide_orientation`) and hands back a :class:`~featuregeo.data.RowReader` that
+the features (:func:`decide_orientation`) and hands back a :class:`~featuregeo.core.data.RowReader` that
 reads rows ``[start, stop)`` on demand.  ``.safetensors`` and ``.npy`` are memory-mapped, so a
 1,048,576 x 2,304 float16 decoder is streamed chunk by chunk and never materialised whole.
 
@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..data import ArrayRows, FeatureCloud, Provenance, RowReader
-from ..errors import InputError
+from featuregeo.core.data import ArrayRows, FeatureCloud, Provenance, RowReader
+from featuregeo.core.errors import InputError
 
 #: file extensions this module reads (lower case, with the dot)
 FILE_EXTENSIONS = (".safetensors", ".npy", ".npz", ".pt", ".pth")
@@ -495,7 +495,7 @@ _OPENERS: dict[str, Callable[[Path], _Opened]] = {
 # public entry point
 # ------------------------------------------------------------------------------------------------
 def open_decoder(path: str | Path, orientation: str = "auto") -> tuple[RowReader, dict]:
-    """Open the decoder in a file as a :class:`~featuregeo.data.RowReader` (rows = features).
+    """Open the decoder in a file as a :class:`~featuregeo.core.data.RowReader` (rows = features).
 
     Parameters
     ----------
@@ -558,7 +558,7 @@ def load_file_cloud(
     exclude_dead: bool = True,
     orientation: str = "auto",
 ) -> FeatureCloud:
-    """A :class:`~featuregeo.data.FeatureCloud` over the decoder in a bare file (rows streamed lazily).
+    """A :class:`~featuregeo.core.data.FeatureCloud` over the decoder in a bare file (rows streamed lazily).
 
     Parameters
     ----------
@@ -569,7 +569,7 @@ def load_file_cloud(
     source : str, optional
         The source string recorded in the provenance (default: the path).
     exclude_dead : bool, default=True
-        Passed to :class:`~featuregeo.data.FeatureCloud`.
+        Passed to :class:`~featuregeo.core.data.FeatureCloud`.
     orientation : {"auto", "rows", "columns"}, default="auto"
         See :func:`open_decoder`.
     """

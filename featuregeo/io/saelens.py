@@ -10,7 +10,7 @@ file before failing.  Before calling sae-lens, :func:`load_pretrained_cloud` the
 whether the hub is reachable (one TCP connection with a short timeout, remembered for a few
 minutes).  When it is not, or when ``HF_HUB_OFFLINE`` is set, the call runs in offline mode: a
 pre-filled Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``) loads as usual, and a missing file
-fails at once with an :class:`~featuregeo.errors.InputError` naming the release, the SAE id, the
+fails at once with an :class:`~featuregeo.core.errors.InputError` naming the release, the SAE id, the
 repository and the files that are missing.
 """
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
-from ..data import ArrayRows, FeatureCloud, Provenance
-from ..errors import InputError
+from featuregeo.core.data import ArrayRows, FeatureCloud, Provenance
+from featuregeo.core.errors import InputError
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -163,7 +163,7 @@ def load_folder_cloud(path: str | Path, *, layer: int | None = None, source: str
     source : str, optional
         Recorded as ``provenance.source`` (default: the path).
     exclude_dead : bool, default=True
-        Passed to :class:`~featuregeo.data.FeatureCloud`.
+        Passed to :class:`~featuregeo.core.data.FeatureCloud`.
     orientation : {"auto", "rows", "columns"}, default="auto"
         sae-lens stores features as rows; only ``"columns"`` transposes.
     """
@@ -417,7 +417,7 @@ def load_pretrained_cloud(release: str, sae_id: str, *, layer: int | None = None
     layer : int, optional
         The layer; defaults to the one in the id or the SAE's hook name.
     exclude_dead : bool, default=True
-        Passed to :class:`~featuregeo.data.FeatureCloud`.
+        Passed to :class:`~featuregeo.core.data.FeatureCloud`.
     orientation : {"auto", "rows", "columns"}, default="auto"
         sae-lens stores features as rows; only ``"columns"`` transposes.
 

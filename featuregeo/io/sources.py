@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .._util import parse_layers
-from ..data import FeatureCloud, Suite
-from ..errors import InputError
-from . import saelens
-from .files import FILE_EXTENSIONS, ORIENTATIONS, load_file_cloud
+from featuregeo.core.util import parse_layers
+from featuregeo.core.data import FeatureCloud, Suite
+from featuregeo.core.errors import InputError
+from featuregeo.io import saelens
+from featuregeo.io.files import FILE_EXTENSIONS, ORIENTATIONS, load_file_cloud
 
 #: where the default suite is installed (per-layer sae-lens folders ``layer_{L}/`` + ``manifest.json``)
 DEFAULT_SUITE_DIR = Path(__file__).resolve().parent.parent / "data" / "default_suite"
@@ -339,7 +339,7 @@ def _path_suite(spec: str, layers: list[int] | None, exclude_dead: bool, orienta
 
 def open_suite(source: str | os.PathLike, layers: Iterable[int] | str | None = None, *, exclude_dead: bool = True,
                orientation: str = "auto") -> Suite:
-    """Open a source string as a :class:`~featuregeo.data.Suite` (lazy: no weights are read).
+    """Open a source string as a :class:`~featuregeo.core.data.Suite` (lazy: no weights are read).
 
     Parameters
     ----------
@@ -381,7 +381,7 @@ def open_suite(source: str | os.PathLike, layers: Iterable[int] | str | None = N
 
 def load_cloud(source: str | os.PathLike, layer: int | None = None, *, exclude_dead: bool = True,
                orientation: str = "auto") -> FeatureCloud:
-    """Load one :class:`~featuregeo.data.FeatureCloud`: a single-layer source, or one layer of a suite.
+    """Load one :class:`~featuregeo.core.data.FeatureCloud`: a single-layer source, or one layer of a suite.
 
     Parameters
     ----------

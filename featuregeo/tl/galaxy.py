@@ -29,10 +29,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import linalg, special, stats
 
-from ._util import atomic_write_bytes, atomic_write_json, atomic_write_text, resolve_rng, to_jsonable
-from .data import FeatureCloud
-from .errors import InputError
-from .results import Result, register
+from featuregeo.core.util import atomic_write_bytes, atomic_write_json, atomic_write_text, resolve_rng, to_jsonable
+from featuregeo.core.data import FeatureCloud
+from featuregeo.core.errors import InputError
+from featuregeo.core.results import LegacyResult as Result, register
 
 DEFAULT_FIT_RANKS = (11, 150)
 DEFAULT_WINDOWS = ((2, 50), (11, 100), (11, 150), (11, 300), (51, 300), (101, 500))
@@ -222,7 +222,7 @@ class GaussianRows:
 
 def isotropic_null_cloud(n: int, d: int, seed: int = 0) -> FeatureCloud:
     """An isotropic Gaussian cloud of shape (n, d), streamed (never materialised)."""
-    from .data import Provenance
+    from featuregeo.core.data import Provenance
 
     return FeatureCloud(GaussianRows(n, d, seed), None, Provenance(source=f"isotropic-gaussian(n={n},d={d},seed={seed})"))
 
@@ -613,7 +613,7 @@ def run_galaxy(
     activations: Callable[[int], np.ndarray | None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> GalaxyResult:
-    """Galaxy analysis of every layer of a :class:`~featuregeo.data.Suite`, one layer in memory at a time.
+    """Galaxy analysis of every layer of a :class:`~featuregeo.core.data.Suite`, one layer in memory at a time.
 
     With ``out_dir``, each finished layer is written atomically to ``out_dir/.galaxy_layers/`` and
     a rerun with the same parameters and source reuses it (resume after interruption).

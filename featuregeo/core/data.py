@@ -16,7 +16,8 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from featuregeo.core.errors import InputError
+from featuregeo.core.util import file_fingerprint, fingerprint
 
 #: exclusion reasons, in the order they are tested
 EXCLUSION_REASONS = ("nonfinite", "dead")
@@ -129,17 +130,12 @@ class FeatureCloud:
         self._vectors: np.ndarray | None = None
         self._ids: np.ndarray | None = None
         self._exclusions: dict[str, int] | None = None
+        self._fp: str | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_array(cls, array: np.ndarray, layer: int | None = None, source: str = "<array>", **kw) -> "FeatureCloud":
         return cls(np.asarray(array), layer, Provenance(source=source, width=int(np.shape(array)[0])), **kw)
-
-    def with_vectors(self, vectors: np.ndarray, feature_ids: np.ndarray | None = None) -> "FeatureCloud":
-        """A new cloud with the same layer/provenance and different rows (e.g. a subsample)."""
-        fc = FeatureCloud(np.asarray(vectors), self.layer, self.provenance, exclude_dead=self.exclude_dead,
-                          feature_ids=feature_ids)
-        return fc
 
     # -- streaming ----------------------------------------------------------------------------
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -237,6 +233,30 @@ class FeatureCloud:
 
     def norms(self) -> np.ndarray:
         return np.linalg.norm(self.vectors, axis=1)
+
+    def fingerprint(self) -> str:
+        """Identity and content of this cloud, for checkpoints: the source, the file's bytes (size,
+        mtime and sampled hash for large files; see :func:`~featuregeo.core.util.file_fingerprint`),
+        or the array's bytes when the rows live only in memory; plus layer and exclusion policy."""
+        if self._fp is None:
+            path = self.provenance.path
+            if path:
+                try:
+                    content = file_fingerprint(path)
+                except OSError:
+                    content = None
+            else:
+                content = None
+            if content is None:
+                if isinstance(self._reader, ArrayRows):
+                    content = fingerprint(self._reader._a)
+                else:
+                    content = fingerprint(self.provenance.to_dict(), [float(x) for x in
+                                                                      np.asarray(self._reader.read(0, min(64, self.n_total)),
+                                                                                 dtype=np.float64).ravel()])
+            self._fp = fingerprint(self.provenance.source, content, self.layer, self.exclude_dead,
+                                   (self.n_total, self.d_model))
+        return self._fp
 
     def describe(self) -> dict:
         return {

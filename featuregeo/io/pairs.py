@@ -9,7 +9,7 @@ Every :class:`PairTask` records where its pairs came from, how many it has and h
 were removed.  :func:`split_pairs` assigns each pair to train or test by a hash of the pair and a
 seed, so a pair's side does not depend on the order or the other pairs of a task.
 
->>> from featuregeo.pairs import load_tasks, split_pairs     # doctest: +SKIP
+>>> from featuregeo.io.pairs import load_tasks, split_pairs     # doctest: +SKIP
 >>> tasks = load_tasks(["male-female", "country-capital"])
 >>> train, test = split_pairs(tasks[0], test_fraction=0.3, seed=0)
 """
@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .errors import InputError
+from featuregeo.core.errors import InputError
 
 GOOGLE = "gensim:questions-words.txt"
 

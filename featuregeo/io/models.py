@@ -22,9 +22,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
-from .errors import InputError
+from featuregeo.core.errors import InputError
 
 DEFAULT_NAME = "default"
 DEFAULT_MODEL_ID = "gemma-3-270m"
@@ -186,7 +186,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_NAME, *, device: str = 
     model.eval()
     model.requires_grad_(False)
     cfg = getattr(model.config, "text_config", None) or model.config
-    n_layers = len(_decoder_layers(model))
+    n_layers = len(decoder_layers(model))
     d_model = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or getattr(cfg, "d_model", 0))
     return LoadedModel(model=model, tokenizer=tok, name=name, n_layers=n_layers, d_model=d_model,
                        device=str(device), dtype=_dtype_name(tdtype), kind=kind, source=source,
@@ -445,7 +445,7 @@ def as_transformer_lens(loaded: LoadedModel, official_name: str | None = None) -
 # residual stream
 
 
-def _base_model(model):
+def base_model(model):
     """The decoder stack without the LM head (``model.model`` for Gemma/Llama, ``transformer`` for GPT-2)."""
     base = getattr(model, "base_model", None)
     if base is None or base is model:
@@ -454,8 +454,8 @@ def _base_model(model):
     return inner if inner is not None and hasattr(inner, "layers") else base
 
 
-def _decoder_layers(model):
-    base = _base_model(model)
+def decoder_layers(model):
+    base = base_model(model)
     for path in ("layers", "h", "blocks", "decoder.layers", "encoder.layer"):
         obj = base
         for part in path.split("."):
@@ -571,7 +571,7 @@ def _rows(loaded: LoadedModel, inputs, *, add_bos: bool | None, seq_len: int | N
         yield ids
 
 
-def _batches(it: Iterator[list[int]], batch_size: int) -> Iterator[list[list[int]]]:
+def batches(it: Iterator[list[int]], batch_size: int) -> Iterator[list[list[int]]]:
     buf: list[list[int]] = []
     for row in it:
         buf.append(row)
@@ -584,7 +584,7 @@ def _batches(it: Iterator[list[int]], batch_size: int) -> Iterator[list[list[int
 
 def _check_common(loaded, batch_size, seq_len):
     if not isinstance(loaded, LoadedModel):
-        raise InputError(f"loaded: expected a LoadedModel from featuregeo.models.load_model. "
+        raise InputError(f"loaded: expected a LoadedModel from featuregeo.io.models.load_model. "
                          f"Got {type(loaded).__name__} instead.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size: expected a positive integer. Got {batch_size!r} instead.")
@@ -612,7 +612,7 @@ def iter_residual_stream(loaded: LoadedModel, inputs, layers: int | Iterable[int
     pad = 0 if pad is None else int(pad)
     device = torch.device(loaded.device)
     start = 0
-    for batch in _batches(_rows(loaded, inputs, add_bos=add_bos, seq_len=seq_len), batch_size):
+    for batch in batches(_rows(loaded, inputs, add_bos=add_bos, seq_len=seq_len), batch_size):
         T = max(len(r) for r in batch)
         ids = torch.full((len(batch), T), pad, dtype=torch.long)
         attn = torch.zeros((len(batch), T), dtype=torch.long)
@@ -639,8 +639,8 @@ def _forward_layers(loaded: LoadedModel, ids, attn, layers: list[int], odt) -> d
                                                    stop_at_layer=max(layers) + 1)
         return {L: cache[n].to("cpu", odt) for n, L in names.items()}
 
-    blocks = _decoder_layers(loaded.model)
-    base = _base_model(loaded.model)
+    blocks = decoder_layers(loaded.model)
+    base = base_model(loaded.model)
     out: dict = {}
     last = max(layers)
 
@@ -776,17 +776,3 @@ def residual_stream(loaded: LoadedModel, inputs, layers: int | Iterable[int], *,
     return result
 
 
-def forward_tokens_per_second(loaded: LoadedModel, *, batch_size: int = 16, seq_len: int = 256,
-                              layers: Sequence[int] | None = None, repeats: int = 2, seed: int = 0) -> float:
-    """Tokens/s of the base-model forward pass reading ``layers`` (default: all) on random tokens."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = int(getattr(loaded.tokenizer, "vocab_size", 32000) or 32000)
-    ids = torch.randint(3, min(vocab, 200000), (batch_size, seq_len), generator=g)
-    layers = list(range(loaded.n_layers)) if layers is None else list(layers)
-    residual_stream(loaded, ids[:2, :16], layers, batch_size=2, add_bos=False)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        residual_stream(loaded, ids, layers, batch_size=batch_size, seq_len=seq_len, add_bos=False)
-    return repeats * batch_size * seq_len / (time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Figures of functional lobes, drawn from a :class:`~featuregeo.lobes.LobeResult` only.
+"""Figures of functional lobes, drawn from a :class:`~featuregeo.tl.lobes.LobeResult` only.
 
 Every function takes the result first and a path, reads ``records``, ``genre_tables`` and
 ``arrays``, and never computes science.  matplotlib is imported inside each function (Agg backend).
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .lobes import LobeResult
-from .plot import _plt, _save
+from featuregeo.core.errors import InputError
+from featuregeo.tl.lobes import LobeResult
+from featuregeo.pl.base import pyplot, save_figure
 
 
 def _series(result: LobeResult, key: str) -> dict[str, tuple[np.ndarray, ...]]:
@@ -41,7 +41,7 @@ def _sweep_axes(ax, title: str, ylabel: str, ks: list | None = None) -> None:
 
 def ami_vs_clusters(result: LobeResult, path: str | Path) -> Path:
     """AMI between co-occurrence and geometry lobes per affinity, with the permutation null (mean +- 2 std)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for aff, (k, v, m, s) in _series(result, "ami").items():
         (line,) = ax.plot(k, v, marker="o", label=aff)
@@ -51,12 +51,12 @@ def ami_vs_clusters(result: LobeResult, path: str | Path) -> Path:
     _sweep_axes(ax, "Co-occurrence vs geometry lobes (shaded: permutation null +- 2 sd)", "AMI", result.n_clusters)
     _sweep_axes(ax2, "Significance", "sigma = (AMI - null mean) / null sd", result.n_clusters)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def balanced_accuracy_vs_clusters(result: LobeResult, path: str | Path) -> Path:
     """Held-out balanced accuracy of lobe prediction from decoder rows, with the random-geometry null."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     series = _series(result, "logreg_bal_acc")
     for aff, (k, v, m, s) in series.items():
@@ -69,7 +69,7 @@ def balanced_accuracy_vs_clusters(result: LobeResult, path: str | Path) -> Path:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no logistic-regression records", ha="center", transform=ax.transAxes)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _pick(result: LobeResult, affinity: str | None, n_clusters: int | None) -> tuple[str, int]:
@@ -83,7 +83,7 @@ def _pick(result: LobeResult, affinity: str | None, n_clusters: int | None) -> t
 def lobe_map(result: LobeResult, path: str | Path, *, affinity: str | None = None,
              n_clusters: int | None = None) -> Path:
     """Decoder rows on their first two principal components, coloured by co-occurrence lobe."""
-    plt = _plt()
+    plt = pyplot()
     aff, k = _pick(result, affinity, n_clusters)
     xy = np.asarray(result.arrays.get("map_2d"))
     lab = result.labels(aff, k)
@@ -93,13 +93,13 @@ def lobe_map(result: LobeResult, path: str | Path, *, affinity: str | None = Non
     ax.set_xlabel("PC 1 of unit decoder rows")
     ax.set_ylabel("PC 2")
     ax.set_title(f"{k} {aff} lobes in decoder space")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def genre_heatmap(result: LobeResult, path: str | Path, *, affinity: str | None = None,
                   n_clusters: int | None = None) -> Path:
     """Held-out genre x winning-lobe table, each genre's row as fractions of its blocks."""
-    plt = _plt()
+    plt = pyplot()
     aff, k = _pick(result, affinity, n_clusters)
     tables = [t for t in result.genre_tables if t["affinity"] == aff and t["n_clusters"] == k]
     n_genres = len(tables[0]["genres"]) if tables else 4
@@ -108,7 +108,7 @@ def genre_heatmap(result: LobeResult, path: str | Path, *, affinity: str | None 
         note = tables[0]["note"] if tables else "no held-out genre table for this lobe count"
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
         ax.set_axis_off()
-        return _save(fig, path)
+        return save_figure(fig, path)
     t = tables[0]
     tab = np.asarray(t["table"], dtype=float)
     frac = tab / np.maximum(tab.sum(axis=1, keepdims=True), 1)
@@ -122,7 +122,7 @@ def genre_heatmap(result: LobeResult, path: str | Path, *, affinity: str | None 
     v = t.get("cramers_v")
     ax.set_title(f"Held-out genre -> {aff} lobe ({k} lobes)" + (f", Cramer's V = {v:.2f}" if v is not None else ""))
     fig.colorbar(im, ax=ax, label="fraction of the genre's blocks")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(result: LobeResult, out_dir: str | Path, *, affinity: str | None = None,

@@ -44,9 +44,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ._util import atomic_write_bytes, atomic_write_json, resolve_rng
-from .errors import InputError
-from .results import Result, register
+from featuregeo.core.util import atomic_write_bytes, atomic_write_json, resolve_rng
+from featuregeo.core.errors import InputError
+from featuregeo.core.results import LegacyResult as Result, register
 
 MEASURES = ("cosine", "cka", "uas", "ted")
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
@@ -561,7 +561,7 @@ def sae_geometry(suite, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, nul
     The null rotates layer ``b`` by a seeded Haar-random orthogonal matrix (its own geometry kept,
     alignment with ``a`` destroyed; one rotation for all pairs) and matches again.
     """
-    from .galaxy import GalaxyParams, analyze_layer
+    from featuregeo.tl.galaxy import GalaxyParams, analyze_layer
 
     layers = list(suite.layers)
     if len(layers) < 2:
@@ -620,13 +620,13 @@ def read_representations(loaded, rows: np.ndarray, *, batch_size: int = 8) -> np
     """
     import torch
 
-    from .models import _base_model, _decoder_layers
+    from featuregeo.io.models import base_model, decoder_layers
 
     rows = np.asarray(rows)
     if rows.ndim != 2 or rows.shape[1] < 2 or not np.issubdtype(rows.dtype, np.integer):
         raise InputError(f"rows: expected a 2-D integer array [n_rows, 1 + T]. Got shape {rows.shape} instead.")
-    blocks = _decoder_layers(loaded.model)
-    base = _base_model(loaded.model)
+    blocks = decoder_layers(loaded.model)
+    base = base_model(loaded.model)
     n = len(blocks)
     out = np.empty((n + 1, rows.shape[0], rows.shape[1] - 1, loaded.d_model), dtype=np.float32)
     cur: dict = {}
@@ -665,9 +665,9 @@ def skip_blocks(loaded, drop: Iterable[int]):
     own attention type, sliding window and rotary embedding.  The hooks are removed on exit, also on
     error, leaving the model exactly as it was.
     """
-    from .models import _decoder_layers
+    from featuregeo.io.models import decoder_layers
 
-    blocks = _decoder_layers(loaded.model)
+    blocks = decoder_layers(loaded.model)
     drop = sorted({int(x) for x in drop})
     bad = [L for L in drop if not 0 <= L < len(blocks)]
     if bad:
@@ -697,13 +697,13 @@ def heldout_loss(loaded, rows: np.ndarray, *, drop: Iterable[int] = (), batch_si
     import torch
     import torch.nn.functional as F
 
-    from .models import _base_model
+    from featuregeo.io.models import base_model
 
     rows = np.asarray(rows)
     if rows.ndim != 2 or rows.shape[1] < 2 or not np.issubdtype(rows.dtype, np.integer):
         raise InputError(f"rows: expected a 2-D integer array [n_rows, >= 2 tokens]. Got shape {rows.shape} instead.")
     model = loaded.model
-    base = _base_model(model)
+    base = base_model(model)
     head = model.get_output_embeddings()
     cfg = getattr(model.config, "text_config", None) or model.config
     cap = getattr(cfg, "final_logit_softcapping", None)
@@ -732,7 +732,7 @@ def heldout_rows(tokenizer, *, n_sim: int, sim_len: int, n_loss: int, loss_len: 
 
     Similarity rows and loss rows come from different documents (one block per document).
     """
-    from .corpus import blocks, builtin_corpus
+    from featuregeo.io.corpus import blocks, builtin_corpus
 
     for name, v in (("n_blocks", n_sim), ("block_len", sim_len), ("loss_blocks", n_loss),
                     ("loss_block_len", loss_len)):
@@ -869,9 +869,9 @@ def pruning_check(loaded, rows: np.ndarray, rankings: dict[str, list[int]], *, p
 
 
 def _decoder_layers_of(loaded):
-    from .models import _decoder_layers
+    from featuregeo.io.models import decoder_layers
 
-    return _decoder_layers(loaded.model)
+    return decoder_layers(loaded.model)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

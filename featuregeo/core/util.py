@@ -1,7 +1,8 @@
-"""Small shared helpers: atomic writes, JSON encoding, seeds, layer parsing."""
+"""Small shared helpers: atomic writes, JSON encoding, fingerprints, seeds, layer parsing, row norms."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import InputError
+from featuregeo.core.errors import InputError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -116,3 +117,80 @@ def parse_layers(spec: str | Iterable[int] | None) -> list[int] | None:
             f"--layers: expected a list like '0,4,8', a range like '0-25' or '0-25:2', or 'all'. Got {spec!r} instead."
         ) from None
     return sorted(dict.fromkeys(layers))
+
+
+def unit_rows(x: np.ndarray, *, dtype=np.float32) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm (a new array).  Zero rows stay zero (never NaN)."""
+    x = np.asarray(x, dtype=dtype)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash (hex) of JSON-able parts; numpy arrays are hashed by dtype, shape and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, np.ndarray):
+            a = np.ascontiguousarray(obj)
+            h.update(f"<nd {a.dtype.str} {a.shape}>".encode())
+            h.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+        elif isinstance(obj, dict):
+            h.update(b"{")
+            for k in sorted(obj, key=str):
+                feed(str(k))
+                feed(obj[k])
+            h.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for v in obj:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(json.dumps(to_jsonable(obj), sort_keys=True).encode())
+            h.update(b";")
+
+    for p in parts:
+        feed(p)
+    return h.hexdigest()
+
+
+_SAMPLE = 1 << 20  # bytes hashed at each end of a large file
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Identity and content of a file or directory: path, size, mtime, and a hash of the bytes.
+
+    Files up to 64 MiB are hashed whole; larger ones by their first and last MiB plus size and
+    modification time, so an edit in place changes the fingerprint while a 5 GB decoder is not re-read.
+    Directories combine the fingerprints of their files (sorted by relative path).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return fingerprint("dir", [(str(f.relative_to(p)), file_fingerprint(f))
+                                  for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")])
+    st = p.stat()
+    h = hashlib.blake2b(digest_size=16)
+    with open(p, "rb") as fh:
+        if st.st_size <= 64 * _SAMPLE:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(_SAMPLE))
+            fh.seek(st.st_size - _SAMPLE)
+            h.update(fh.read(_SAMPLE))
+            h.update(str(st.st_mtime_ns).encode())
+    return fingerprint("file", str(p.resolve()), st.st_size, h.hexdigest())
+
+
+def seed_sequence(seed: int, *keys: int) -> np.random.Generator:
+    """A Generator for a sub-stream ``keys`` of ``seed`` (all non-negative; any layer number works)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"seed: expected a non-negative integer. Got {seed!r} instead.")
+    return np.random.default_rng([int(seed), *(int(k) % (2**63) for k in keys)])
+
+
+def say(progress, msg: str) -> None:
+    """Send ``msg`` to a progress callback, if any."""
+    if progress is not None:
+        progress(msg)

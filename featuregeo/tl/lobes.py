@@ -55,10 +55,10 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import sparse
 
-from ._util import atomic_write_bytes, atomic_write_json, resolve_rng, to_jsonable
-from .data import FeatureCloud
-from .errors import InputError, NotFittedError
-from .results import Result, register
+from featuregeo.core.util import atomic_write_bytes, atomic_write_json, resolve_rng, to_jsonable
+from featuregeo.core.data import FeatureCloud
+from featuregeo.core.errors import InputError, NotFittedError
+from featuregeo.core.results import LegacyResult as Result, register
 
 AFFINITIES = ("phi", "jaccard", "dice", "overlap", "simple_matching")
 DEFAULT_N_CLUSTERS = (2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -446,7 +446,7 @@ def cooccurrence(
     Parameters
     ----------
     firing : scipy sparse matrix or ndarray of shape (n_blocks, n_features)
-        1 (or True) where a feature fired in a block.  :meth:`featuregeo.harvest.Harvest.firing`
+        1 (or True) where a feature fired in a block.  :meth:`featuregeo.io.harvest.Harvest.firing`
         returns one.
     method : {"auto", "sparse", "dense"}, default="auto"
         ``"sparse"``: a scipy sparse product per chunk of feature rows (upper triangle only,
@@ -1456,7 +1456,7 @@ def split_by_document(doc_ids: np.ndarray, heldout_fraction: float = 0.2, *, see
 
 def lobes_from_harvest(harvest: Any, layer: int, decoder_rows: np.ndarray | FeatureCloud, *,
                        heldout_fraction: float = 0.2, seed: int = 0, **kw: Any) -> LobeResult:
-    """:func:`run_lobes` on a :class:`~featuregeo.harvest.Harvest` layer, holding out whole documents."""
+    """:func:`run_lobes` on a :class:`~featuregeo.io.harvest.Harvest` layer, holding out whole documents."""
     firing = harvest.firing(layer)
     blocks = harvest.blocks
     tr, he = split_by_document(blocks["doc_id"], heldout_fraction, seed=seed)

@@ -34,8 +34,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ._util import atomic_write_json
-from .errors import InputError
+from featuregeo.core.util import atomic_write_json
+from featuregeo.core.errors import InputError
 
 GENRES = ("code", "math", "prose")
 _DOC_TARGET_BYTES = 4096  # fortunes and dictionary entries are grouped into documents of ~4 KB
@@ -205,14 +205,6 @@ class Corpus(Sequence[Document]):
         count_tokens(self, tokenizer, use_cache=use_cache)
         return self
 
-    def save_manifest(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, self.manifest)
-
-
-# --------------------------------------------------------------------------------------------
-# split
-
-
 def _round_robin(groups: list[list]) -> list:
     out, i = [], 0
     while any(i < len(g) for g in groups):
@@ -286,7 +278,7 @@ def _source_fingerprint(docs: Sequence[Document]) -> str:
 
 
 def _token_cache_path() -> Path:
-    from .models import featuregeo_cache_root
+    from featuregeo.io.models import featuregeo_cache_root
 
     return featuregeo_cache_root() / "corpus" / "token_counts.json"
 
@@ -560,7 +552,7 @@ def hub_corpus(name: str, *, split_name: str = "train", config: str | None = Non
     Offline (``HF_HUB_OFFLINE`` set, or the hub not answering within seconds) this fails fast with
     an InputError instead of retrying.
     """
-    from .models import hub_reachable
+    from featuregeo.io.models import hub_reachable
 
     if not hub_reachable():
         raise InputError(f"dataset {name!r}: the Hugging Face hub is unreachable (offline); expected "

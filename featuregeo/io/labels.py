@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import quote
 
-from .errors import InputError
+from featuregeo.core.errors import InputError
 
 NEURONPEDIA_URL = "https://www.neuronpedia.org"
 ID_COLUMNS = ("feature", "feature_id", "id", "index")
@@ -41,13 +41,6 @@ def neuronpedia_url(neuronpedia_id: str | None, index: int) -> str | None:
     if not neuronpedia_id or "/" not in neuronpedia_id:
         return None
     return f"{NEURONPEDIA_URL}/{quote(neuronpedia_id.strip('/'), safe='/')}/{int(index)}"
-
-
-def _split_np_id(neuronpedia_id: str | None) -> tuple[str, str] | None:
-    if not neuronpedia_id or "/" not in neuronpedia_id:
-        return None
-    model, source = neuronpedia_id.strip("/").split("/", 1)
-    return model, source
 
 
 def _as_id(value, where: str) -> int:

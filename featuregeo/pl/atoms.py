@@ -1,18 +1,18 @@
-"""Figures for the atom scale, read from :class:`~featuregeo.atoms.AtomResult` and
-:class:`~featuregeo.atoms.CrystalResult` only (matplotlib, Agg, imported lazily)."""
+"""Figures for the atom scale, read from :class:`~featuregeo.tl.atoms.AtomResult` and
+:class:`~featuregeo.tl.atoms.CrystalResult` only (matplotlib, Agg, imported lazily)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .plot import _plt, _save
+from featuregeo.pl.base import pyplot, save_figure
 
 
 def differences_2d(result, path) -> Path:
     """Held-out difference vectors in 2-D before (PCA fitted on train) and after LDA, coloured by task."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     emb = result.embedding
     task = np.asarray(emb.get("task", []), dtype=int)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -33,12 +33,12 @@ def differences_2d(result, path) -> Path:
                      f"{best['silhouette']:.2f} (LDA {best['n_components']})", fontsize=10)
     axes[1].legend(fontsize=7, loc="best", markerscale=1.2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scores_by_components(result, path) -> Path:
     """Held-out analogy accuracy, task accuracy and silhouette for each method and n_components."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     metrics = (("analogy_accuracy", "analogy accuracy"), ("task_accuracy", "task accuracy"), ("silhouette", "silhouette"))
     raw = next((r for r in result.methods if r["method"] == "raw"), None)
@@ -56,14 +56,14 @@ def scores_by_components(result, path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"layer {result.layer} ({result.space}): scores on held-out pairs", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def crystal_examples(crystals, path, n: int = 6) -> Path:
     """The top crystals drawn in the plane of their two sides (a at the origin)."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     ex = crystals.examples[:n]
     cols = max(1, min(3, len(ex)))
     rows = max(1, int(np.ceil(len(ex) / cols)))
@@ -87,7 +87,7 @@ def crystal_examples(crystals, path, n: int = 6) -> Path:
         axes[0, 0].text(0.5, 0.5, "no crystals found", ha="center", va="center")
     fig.suptitle(f"layer {crystals.layer}: top crystals (b - a ≈ d - c), feature ids", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(atoms, crystals, out) -> dict:

@@ -13,6 +13,3 @@ def paper_reference() -> dict:
     return json.loads(resources.files("featuregeo").joinpath("data/paper_reference.json").read_text())
 
 
-def paper_slope(layer: int) -> float | None:
-    """The paper's galaxy slope for a gemma-2-2b 65k Gemma Scope layer, or None if not reported."""
-    return paper_reference()["galaxy"]["slopes"].get(str(layer))

@@ -20,8 +20,8 @@ Pipeline (Li et al. 2025, section "atom scale", with held-out scoring added):
    are nearest neighbours among normalised difference vectors (pynndescent for large sets, exact
    brute force otherwise), every match is rescored exactly; an exhaustive mode checks all pairs.
 
-Analyses take and return plain numpy arrays and :class:`~featuregeo.results.Result` objects; only
-:func:`word_vectors` touches a model (through :mod:`featuregeo.models`).
+Analyses take and return plain numpy arrays and :class:`~featuregeo.core.results.Result` objects; only
+:func:`word_vectors` touches a model (through :mod:`featuregeo.io.models`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._util import resolve_rng
-from .errors import InputError
-from .pairs import PairTask, pair_fraction, split_pairs
-from .results import Result, register
+from featuregeo.core.util import resolve_rng
+from featuregeo.core.errors import InputError
+from featuregeo.io.pairs import PairTask, pair_fraction, split_pairs
+from featuregeo.core.results import LegacyResult as Result, register
 
 DEFAULT_TEMPLATE = " {word}"
 DEFAULT_REMOVE_PCS = (1, 2, 4, 8)
@@ -59,7 +59,7 @@ def word_vectors(model, words: Sequence[str], layers: int | Sequence[int], *, te
     Parameters
     ----------
     model : LoadedModel
-        From :func:`featuregeo.models.load_model`.
+        From :func:`featuregeo.io.models.load_model`.
     words : sequence of str
     layers : int or sequence of int
         Out of range raises InputError naming the valid range.
@@ -77,7 +77,7 @@ def word_vectors(model, words: Sequence[str], layers: int | Sequence[int], *, te
     """
     import torch
 
-    from .models import check_layers, iter_residual_stream
+    from featuregeo.io.models import check_layers, iter_residual_stream
 
     _check_template(template)
     words = [str(w) for w in words]
@@ -459,7 +459,7 @@ class CrystalResult(Result):
     def write_csv(self, path) -> Any:
         import io
 
-        from ._util import atomic_write_text
+        from featuregeo.core.util import atomic_write_text
 
         buf = io.StringIO()
         buf.write(",".join(CRYSTAL_COLUMNS) + "\n")
@@ -472,13 +472,6 @@ class CrystalResult(Result):
 def canonical_quadruple(a: int, b: int, c: int, d: int) -> tuple[int, int, int, int]:
     """The smallest of the equivalent forms (a,b,c,d) ~ (c,d,a,b) ~ (b,a,d,c) ~ (d,c,b,a)."""
     return min((a, b, c, d), (c, d, a, b), (b, a, d, c), (d, c, b, a))
-
-
-def _rowdots(V: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    out = np.empty(i.size, dtype=np.float64)
-    for s in range(0, i.size, chunk):
-        out[s:s + chunk] = np.einsum("ij,ij->i", V[i[s:s + chunk]], V[j[s:s + chunk]], dtype=np.float64)
-    return out
 
 
 def _quad_geometry(V: np.ndarray, a, b, c, d, gram: np.ndarray | None = None,
@@ -856,9 +849,9 @@ def run_atoms(model, layers: Sequence[int], out, *, sae: str | None = "default",
 
     from threadpoolctl import threadpool_limits
 
-    from ._util import atomic_write_text
-    from .models import check_layers, load_model
-    from .pairs import load_tasks
+    from featuregeo.core.util import atomic_write_text
+    from featuregeo.io.models import check_layers, load_model
+    from featuregeo.io.pairs import load_tasks
 
     log = progress or (lambda msg: None)
     _check_template(template)
@@ -897,13 +890,13 @@ def run_atoms(model, layers: Sequence[int], out, *, sae: str | None = "default",
         clouds: dict = {}
         saes: dict = {}
         if sae is not None:
-            from .io import open_suite
+            from featuregeo.io import open_suite
 
             suite = open_suite(sae, todo)
             for L in todo:
                 clouds[L] = suite.load(L)
                 if sae_space:
-                    from .io.saelens import load_sae
+                    from featuregeo.io.saelens import load_sae
 
                     saes[L] = load_sae(clouds[L])
         words = task_words(task_list)
@@ -936,7 +929,7 @@ def run_atoms(model, layers: Sequence[int], out, *, sae: str | None = "default",
 def _analyze_layer(L, task_list, words, vecs, svecs, n_tok, clouds, out, single, seed, test_fraction, n_components,
                    remove_pcs, max_quadruples, params, crystal_kw, sae):
     """One layer of :func:`run_atoms`: pair analyses (residual and SAE space) and the crystal search."""
-    from ._util import atomic_write_text
+    from featuregeo.core.util import atomic_write_text
 
     d = _layer_dir(out, L, single)
     data = build_pair_data(task_list, words, vecs[L], n_tok, test_fraction=test_fraction, seed=seed)

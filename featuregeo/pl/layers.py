@@ -1,4 +1,4 @@
-"""Figures of the layer comparison, drawn from a :class:`~featuregeo.layers.LayerResult` only.
+"""Figures of the layer comparison, drawn from a :class:`~featuregeo.tl.layers.LayerResult` only.
 
 Every function takes the result first and a path and never computes science; matplotlib is
 imported inside each function (Agg backend).
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .layers import LayerResult
-from .plot import _plt, _save
+from featuregeo.core.errors import InputError
+from featuregeo.tl.layers import LayerResult
+from featuregeo.pl.base import pyplot, save_figure
 
 TITLES = {"cosine": "mean token cosine", "cka": "linear CKA", "uas": "StructLens UAS (edge agreement)",
           "ted": "StructLens tree-edit similarity 1 - TED/2n", "ted_distance": "StructLens TED / 2n"}
@@ -20,7 +20,7 @@ TITLES = {"cosine": "mean token cosine", "cka": "linear CKA", "uas": "StructLens
 
 def heatmap(result: LayerResult, measure: str, path: str | Path) -> Path:
     """Layer x layer matrix of one measure; the redundancy score of each block on the side."""
-    plt = _plt()
+    plt = pyplot()
     M = result.matrix(measure)
     labels = result.labels
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.15, 1]},
@@ -49,7 +49,7 @@ def heatmap(result: LayerResult, measure: str, path: str | Path) -> Path:
     else:
         ax2.axis("off")
     fig.suptitle(f"{result.model}: {measure}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pruning(result: LayerResult, path: str | Path) -> Path:
@@ -57,7 +57,7 @@ def pruning(result: LayerResult, path: str | Path) -> Path:
     p = result.pruning
     if not p:
         raise InputError("result: has no pruning table; expected run_layers with prune_max >= 1")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     methods = list(dict.fromkeys(r["method"] for r in p["table"]))
     for k, m in enumerate(methods):
@@ -79,7 +79,7 @@ def pruning(result: LayerResult, path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.set_title(f"pruning the most redundant blocks ({p['n_tokens']} tokens)", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def matching(result: LayerResult, path: str | Path) -> Path:
@@ -88,7 +88,7 @@ def matching(result: LayerResult, path: str | Path) -> Path:
     s = result.sae
     if not s or not s.get("pairs"):
         raise InputError("result: has no SAE matching table; expected run_layers with an SAE suite")
-    plt = _plt()
+    plt = pyplot()
     pairs = s["pairs"]
     th = s["thresholds"]
     k = th.index(0.5) if 0.5 in th else len(th) // 2
@@ -122,7 +122,7 @@ def matching(result: LayerResult, path: str | Path) -> Path:
                                        for r in lay]).T), fmt="o-", ms=3, capsize=2)
     ax3.set_xlabel("SAE layer")
     ax3.set_ylabel("galaxy power-law slope (95% CI)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(result: LayerResult, out: str | Path) -> dict[str, Path]:

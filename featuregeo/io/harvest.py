@@ -35,8 +35,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ._util import atomic_write_bytes, atomic_write_json
-from .errors import FeaturegeoError, InputError
+from featuregeo.core.util import atomic_write_bytes, atomic_write_json
+from featuregeo.core.errors import FeaturegeoError, InputError
 
 FORMAT_VERSION = 1
 
@@ -152,9 +152,9 @@ def harvest(
 
     Parameters
     ----------
-    loaded : featuregeo.models.LoadedModel
+    loaded : featuregeo.io.models.LoadedModel
     corpus : Corpus or iterable of Document
-        Read in order; blocks are cut by :func:`featuregeo.corpus.blocks`.
+        Read in order; blocks are cut by :func:`featuregeo.io.corpus.blocks`.
     out_dir : path
     layers : sequence of int, optional
         Layers whose residual stream is read (default: the SAE layers).
@@ -169,8 +169,8 @@ def harvest(
     """
     import torch
 
-    from .corpus import blocks as corpus_blocks
-    from .models import _batches, check_layers, iter_residual_stream
+    from featuregeo.io.corpus import blocks as corpus_blocks
+    from featuregeo.io.models import batches, check_layers, iter_residual_stream
 
     saes = dict(saes or {})
     sae_layers = sorted(saes)
@@ -223,7 +223,7 @@ def harvest(
     n_blocks = 0
     shard_index = 0
     try:
-        for shard in _batches(block_iter, shard_blocks):
+        for shard in batches(block_iter, shard_blocks):
             path = shard_path(shard_index)
             n_blocks += len(shard)
             if path.exists():  # finished earlier: skip without running the model

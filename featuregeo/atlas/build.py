@@ -2,7 +2,7 @@
 
 :func:`run_atlas` reads a source (decoder rows) and, optionally, what ``featuregeo lobes``,
 ``galaxy``, ``harvest`` and the atoms crystal search wrote, and per-feature labels
-(:mod:`featuregeo.labels`); it writes
+(:mod:`featuregeo.io.labels`); it writes
 
 * ``index.html`` + ``assets/atlas.js`` + ``assets/atlas.css`` — a site that opens from ``file://``
   with no network: a WebGL scatter (Canvas2D fallback) of a 2-D layout of each layer's decoder
@@ -37,12 +37,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ._util import atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
-from .errors import InputError
-from .results import Result, register
+from featuregeo.core.util import atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
+from featuregeo.core.errors import InputError
+from featuregeo.core.results import LegacyResult as Result, register
 
 LAYOUTS = ("umap", "tsne", "pca")
-ASSETS_DIR = Path(__file__).with_name("atlas_assets")
+ASSETS_DIR = Path(__file__).with_name("assets")
 CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
 TOP_COFIRING = 5
 _FORMAT_VERSION = 1
@@ -317,7 +317,7 @@ def build_layer(cloud, *, layer: int | None = None, layout: str = "umap", seed: 
                 affinity: str = "phi",
                 firing: Any = None, labels: dict | None = None, crystals: Sequence[dict] = (),
                 galaxy: dict | None = None) -> LayerAtlas:
-    """Assemble one layer's atlas data from a :class:`~featuregeo.data.FeatureCloud` and optional results.
+    """Assemble one layer's atlas data from a :class:`~featuregeo.core.data.FeatureCloud` and optional results.
 
     ``firing`` is the harvest's blocks x features matrix over ALL of the SAE's feature columns;
     ``labels`` maps feature id -> text; ``crystals`` are rows of :func:`read_crystals` (those of other
@@ -472,7 +472,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
         Output directories of ``featuregeo lobes`` (``DIR/layer_L``), the atoms crystal search
         (``crystals.csv``), ``featuregeo galaxy`` and ``featuregeo harvest``.
     labels : iterable of path
-        Label tables and Neuronpedia exports (:class:`featuregeo.labels.LabelSources`).
+        Label tables and Neuronpedia exports (:class:`featuregeo.io.labels.LabelSources`).
     layout : {"umap", "tsne", "pca"}, default="umap"
     affinity : str, default="phi"
         Which lobe labels colour the map and fill the ``lobe_<k>`` columns.
@@ -485,7 +485,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .labels import LabelSources
+    from featuregeo.io.labels import LabelSources
 
     log = progress or (lambda msg: None)
     t_start = time.perf_counter()
@@ -497,7 +497,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} is a file; expected a directory")
     if isinstance(source, str) or isinstance(source, Path):
-        from .io import open_suite
+        from featuregeo.io import open_suite
 
         suite = open_suite(str(source), list(layers) if layers is not None else None)
         source_name = str(source)
@@ -511,12 +511,12 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
     crystals = read_crystals(atoms) if atoms else []
     gal = None
     if galaxy:
-        from .galaxy import GalaxyResult
+        from featuregeo.tl.galaxy import GalaxyResult
 
         gal = {r.layer: r for r in GalaxyResult.read(galaxy).layers}
     h = None
     if harvest:
-        from .harvest import Harvest
+        from featuregeo.io.harvest import Harvest
 
         h = Harvest(harvest)
     if lobes:
@@ -558,7 +558,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
         cloud = suite.load(layer)
         lobe_res = None
         if lobes and (Path(lobes) / f"layer_{layer}" / "lobes.json").exists():
-            from .lobes import LobeResult
+            from featuregeo.tl.lobes import LobeResult
 
             lobe_res = LobeResult.read(Path(lobes) / f"layer_{layer}")
         firing = None
@@ -599,7 +599,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
     files["crystals"] = _write_csv(out / "crystals.csv", [c for c in crystals if c["layer"] in suite.layers],
                                    CRYSTAL_COLUMNS)
     if lobes:
-        from .lobes import RECORD_KEYS, LobeResult
+        from featuregeo.tl.lobes import RECORD_KEYS, LobeResult
 
         rows = []
         for L in suite.layers:
@@ -609,7 +609,7 @@ def run_atlas(source, out: str | Path, *, layers: Sequence[int] | None = None, l
                                                 for k, v in r.items()}})
         files["lobes"] = _write_csv(out / "lobes.csv", rows, ("layer", *RECORD_KEYS))
     if gal is not None:
-        from .galaxy import GalaxyResult
+        from featuregeo.tl.galaxy import GalaxyResult
 
         gres = GalaxyResult(layers=[gal[L] for L in suite.layers if L in gal])
         files["galaxy"] = _write_csv(out / "galaxy.csv", gres.table(), GalaxyResult.CSV_COLUMNS)

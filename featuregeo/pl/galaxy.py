@@ -1,7 +1,4 @@
-"""Figures drawn from result objects only (never computes science).
-
-matplotlib is imported inside each function with the non-interactive Agg backend.
-"""
+"""Galaxy figures: spectra, slopes per layer, clustering entropy (read a GalaxyResult only)."""
 
 from __future__ import annotations
 
@@ -9,34 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .galaxy import GalaxyResult
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    """Write ``fig`` atomically (temporary file, then rename) and close it. Shared by every plot module."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
-    finally:
-        _plt().close(fig)
-    return path
+from featuregeo.pl.base import pyplot, save_figure
+from featuregeo.tl.galaxy import GalaxyResult
 
 
 def galaxy_spectra(result: GalaxyResult, path: str | Path) -> Path:
     """Log-log eigenvalue spectra, one line per layer (colour = depth), nulls dashed, fit window shaded."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     cmap = plt.get_cmap("viridis")
     n = max(1, len(result.layers))
@@ -66,14 +42,14 @@ def galaxy_spectra(result: GalaxyResult, path: str | Path) -> Path:
     else:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(result.layers[0].layer, result.layers[-1].layer))
         fig.colorbar(sm, ax=ax, label="layer")
-    out = _save(fig, Path(path))
+    out = save_figure(fig, Path(path))
     plt.close(fig)
     return out
 
 
 def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict | None = None) -> Path:
     """Power-law slope vs layer with 95% intervals, the null slope, and the paper's values if given."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     layers = [r.layer for r in result.layers]
     slopes = np.array([r.slope for r in result.layers])
@@ -94,14 +70,14 @@ def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict | None
     ax.set_ylabel("power-law slope")
     ax.set_title("Galaxy: spectrum slope by layer (95% CI)")
     ax.legend(fontsize=8)
-    out = _save(fig, Path(path))
+    out = save_figure(fig, Path(path))
     plt.close(fig)
     return out
 
 
 def galaxy_entropy(result: GalaxyResult, path: str | Path) -> Path:
     """Clustering entropy (Gaussian - kNN) vs layer with intervals, and the matched-Gaussian null."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     recs = [r for r in result.layers if r.entropy]
     if recs:
@@ -124,6 +100,6 @@ def galaxy_entropy(result: GalaxyResult, path: str | Path) -> Path:
     ax.set_xlabel("layer")
     ax.set_ylabel("entropy difference (nats)")
     ax.legend(fontsize=8)
-    out = _save(fig, Path(path))
+    out = save_figure(fig, Path(path))
     plt.close(fig)
     return out

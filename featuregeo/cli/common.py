@@ -1,0 +1,35 @@
+"""Argument helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from featuregeo.core.errors import InputError
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bad(msg: str) -> InputError:
+    return InputError(msg)
+
+
+def fit_ranks(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.replace("..", ",").replace("-", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two ranks like '11,150'. Got {text!r} instead.") from None
+    if not 1 <= a < b:
+        raise argparse.ArgumentTypeError(f"expected ranks 1 <= a < b. Got {text!r} instead.")
+    return a, b
+
+
+
+
+def int_list(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise bad(f"{name}: expected comma-separated integers like '2,3,4,8'. Got {text!r} instead.") from None
