@@ -23,7 +23,7 @@ lint: setup
 
 # The documentation site, offline and strict (warnings are errors); open site/index.html.
 docs: setup
-	$(VENV)/bin/mkdocs build --strict -q -d site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q -d site
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -18,7 +18,7 @@ import pytest
 
 from featuregeo.core.data import FeatureCloud, Suite
 from featuregeo.core.errors import InputError
-from featuregeo.io import load_cloud, open_suite, parse_layer
+from featuregeo.io import load_cloud, open_suite, layer_from_name
 from featuregeo.io import saelens as sl
 from featuregeo.io import sources
 from featuregeo.io.files import SafetensorsRows, open_decoder
@@ -63,7 +63,7 @@ def test_import_is_light():
     ("sae_07.npy", False, 7), ("sae_07.npy", True, None), ("W_dec.npy", False, None),
 ])
 def test_parse_layer(name, strict, layer):
-    assert parse_layer(name, strict=strict) == layer
+    assert layer_from_name(name, strict=strict) == layer
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,6 @@ huggingface_hub, lazily, inside functions.
 
 from __future__ import annotations
 
-from featuregeo.io.sources import DEFAULT_SUITE_DIR, load_cloud, open_suite, parse_layer
+from featuregeo.io.sources import DEFAULT_SUITE_DIR, load_cloud, open_suite, layer_from_name
 
-__all__ = ["open_suite", "load_cloud", "parse_layer", "DEFAULT_SUITE_DIR"]
+__all__ = ["open_suite", "load_cloud", "layer_from_name", "DEFAULT_SUITE_DIR"]

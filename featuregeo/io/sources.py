@@ -15,7 +15,7 @@ source                                                    yields
 
 Opening a source reads names, configs and directory listings only; weights are read when a layer
 is loaded (``suite.load(layer)``), one layer at a time.  Layers of directory entries are parsed from
-their names (:func:`parse_layer`).
+their names (:func:`layer_from_name`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _LAYER_PATTERNS = (
 _NOT_LAYER = re.compile(r"average_l0_\d+|\.(safetensors|npy|npz|pth?)$", re.IGNORECASE)
 
 
-def parse_layer(name: str, strict: bool = False) -> int | None:
+def layer_from_name(name: str, strict: bool = False) -> int | None:
     """The layer named in a file, folder or SAE id.
 
     Parameters
@@ -68,9 +68,9 @@ def parse_layer(name: str, strict: bool = False) -> int | None:
 
     Examples
     --------
-    >>> parse_layer("layer_12/width_16k/average_l0_41"), parse_layer("blocks.3.hook_resid_pre")
+    >>> layer_from_name("layer_12/width_16k/average_l0_41"), layer_from_name("blocks.3.hook_resid_pre")
     (12, 3)
-    >>> parse_layer("sae_07.npy"), parse_layer("sae_07.npy", strict=True)
+    >>> layer_from_name("sae_07.npy"), layer_from_name("sae_07.npy", strict=True)
     (7, None)
     """
     clean = _NOT_LAYER.sub("", name)
@@ -131,7 +131,7 @@ def _layered(entries: Iterable[tuple[str, _Member]], source: str, strict: bool =
     out: dict[int, _Member] = {}
     names: dict[int, str] = {}
     for name, member in entries:
-        layer = parse_layer(name, strict=strict)
+        layer = layer_from_name(name, strict=strict)
         if layer is None:
             raise InputError(
                 f"{source}: cannot tell the layer of {name!r}; expected names carrying the layer such as "
@@ -162,7 +162,7 @@ def _directory_members(d: Path, source: str) -> dict[int, _Member] | _Member:
             f"{d}: the directory holds no SAE; expected per-layer {'/'.join(FILE_EXTENSIONS)} files or sae-lens "
             f"folders ({saelens.SAE_CFG_FILENAME} + {saelens.SAE_WEIGHTS_FILENAME})"
         )
-    if len(entries) == 1 and parse_layer(entries[0][0]) is None:
+    if len(entries) == 1 and layer_from_name(entries[0][0]) is None:
         return entries[0][1]
     return _layered(entries, source)
 
@@ -276,7 +276,7 @@ def _saelens_suite(spec: str, layers: list[int] | None, exclude_dead: bool, orie
                 )
         return _select(Suite(sorted(ids), make_loader(ids), name=spec), layers, "layers")
     saelens.check_sae_id(lookup, sae_id, spec)
-    layer = parse_layer(sae_id, strict=True)
+    layer = layer_from_name(sae_id, strict=True)
     if layer is None and layers is not None and len(layers) == 1:
         layer = layers[0]
     key = 0 if layer is None else layer
@@ -318,7 +318,7 @@ def _path_suite(spec: str, layers: list[int] | None, exclude_dead: bool, orienta
         raise InputError(f"{spec}: no such file or directory{hint}; expected {_SOURCE_HELP}")
     if path.is_dir():
         if saelens.is_saelens_folder(path):
-            layer = parse_layer(path.name, strict=True)
+            layer = layer_from_name(path.name, strict=True)
             if layer is None:
                 layer = saelens.folder_layer_hint(path)
             return _single(_Member(path, "saelens"), layer, layers, spec, exclude_dead, orientation)
@@ -331,9 +331,9 @@ def _path_suite(spec: str, layers: list[int] | None, exclude_dead: bool, orienta
             f"{spec}: unknown file type {path.suffix or '(no extension)'!r}; expected one of {list(FILE_EXTENSIONS)} "
             "or a sae-lens folder"
         )
-    layer = parse_layer(path.name, strict=True)
+    layer = layer_from_name(path.name, strict=True)
     if layer is None and path.name == saelens.SAE_WEIGHTS_FILENAME:
-        layer = parse_layer(path.parent.name, strict=True)
+        layer = layer_from_name(path.parent.name, strict=True)
     return _single(_Member(path, "file"), layer, layers, spec, exclude_dead, orientation)
 
 
@@ -403,4 +403,4 @@ def load_cloud(source: str | os.PathLike, layer: int | None = None, *, exclude_d
     return suite.load(suite.layers[0])
 
 
-__all__ = ["open_suite", "load_cloud", "parse_layer", "template_regex", "DEFAULT_SUITE_DIR"]
+__all__ = ["open_suite", "load_cloud", "layer_from_name", "template_regex", "DEFAULT_SUITE_DIR"]
