@@ -91,7 +91,10 @@ def run(source: str, harvest_dir: str | Path, out: str | Path, params: LobesPara
     params = (params if params is not None else LobesParams()).validate()
     wanted = parse_layers(layers) if layers is not None else None
     harvest = open_harvest(harvest_dir)
-    suite = open_suite(source, wanted)
+    missing = [x for x in (wanted or []) if x not in harvest.sae_layers]
+    if missing:
+        raise InputError(f"--layers: {missing} have no firing in {harvest.path}; expected some of {harvest.sae_layers}")
+    suite = open_suite(source)
     wanted = tl_lobes.check_inputs(harvest, suite, wanted)
     tl_lobes.harvest_fingerprint(harvest)
     out = output_dir(out)
