@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -9,23 +10,33 @@ import pytest
 from scipy import sparse
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-import featuregeo.tl.lobes as lobes
 from featuregeo.core.data import FeatureCloud
 from featuregeo.core.errors import InputError, NotFittedError
 from featuregeo.tl.lobes import (
     AFFINITIES,
-    LobeResult,
+    LobesLayer,
+    LobesParams,
+    LobesResult,
     SpectralSweep,
     affinity,
     ami_test,
+    analyze_firing,
     angular_affinity,
     cooccurrence,
     lobe_genre_table,
     logreg_test,
-    run_lobes,
     spectral_embedding,
     split_by_document,
 )
+
+# the stage modules (their names are shadowed in the package by the functions it re-exports)
+cooc_module = importlib.import_module("featuregeo.tl.lobes.cooccurrence")
+spectral_module = importlib.import_module("featuregeo.tl.lobes.spectral")
+
+
+def run(firing, x, *, doc_ids=None, genres=None, **kw):
+    """analyze_firing with LobesParams(**kw)."""
+    return analyze_firing(firing, x, LobesParams(**kw), doc_ids=doc_ids, genres=genres)
 
 
 def planted_blocks(groups, n_blocks, seed, p_in=0.3, p_out=0.01):
@@ -79,7 +90,7 @@ def test_counts_equal_brute_force(method, as_sparse):
 
 def test_dense_product_falls_back_to_int64_beyond_float32_exactness(monkeypatch):
     b = np.random.default_rng(2).random((300, 17)) < 0.5
-    monkeypatch.setattr(lobes, "_F32_EXACT", 64)  # pretend float32 stops being exact at 64 blocks
+    monkeypatch.setattr(cooc_module, "F32_EXACT", 64)  # pretend float32 stops being exact at 64 blocks
     co = cooccurrence(b, method="dense")
     assert co.pairs.dtype == np.int64
     np.testing.assert_array_equal(co.pairs, brute_force_counts(b))
@@ -119,7 +130,7 @@ def test_memory_budget_switches_to_topk_and_says_so():
     b = np.random.default_rng(5).random((50, 20)) < 0.3
     assert cooccurrence(b, memory_budget=3 * 20 * 20 * 4).storage == "dense"
     co = cooccurrence(b, memory_budget=3 * 20 * 20 * 4 - 1, top_k=5)
-    assert co.storage == "topk" and "budget" in co.note and co.describe()["top_k"] == 5
+    assert co.storage == "topk" and "budget" in co.note and co.summary().top_k == 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,16 +220,15 @@ def test_sweep_not_fitted_and_bad_affinity():
 
 def test_embedding_computed_once_per_affinity(monkeypatch):
     calls = []
-    real = lobes.spectral_embedding
+    real = spectral_module.spectral_embedding
 
     def counting(w, n_components, **kw):
         calls.append(n_components)
         return real(w, n_components, **kw)
 
-    monkeypatch.setattr(lobes, "spectral_embedding", counting)
+    monkeypatch.setattr(spectral_module, "spectral_embedding", counting)
     b, x, _, _ = planted(n_groups=4, per=15, n_blocks=400)
-    run_lobes(b, x, affinities=("jaccard", "dice"), n_clusters=(2, 3, 4, 8), n_permutations=5,
-              logreg_null_repeats=0)
+    run(b, x, affinities=("jaccard", "dice"), n_clusters=(2, 3, 4, 8), n_permutations=5, logreg_null_repeats=0)
     assert calls == [8, 8, 8]  # geometry + two affinities, each once with the largest n_clusters
 
 
@@ -230,126 +240,134 @@ def test_ami_null_matches_sklearn_per_permutation():
     a, b = rng.integers(0, 7, 300), rng.integers(0, 5, 300)
     b[:150] = a[:150] % 5
     res = ami_test(a, b, n_permutations=20, seed=3, return_null=True)
-    assert res["ami"] == pytest.approx(adjusted_mutual_info_score(a, b), abs=1e-12)
+    assert res.ami == pytest.approx(adjusted_mutual_info_score(a, b), abs=1e-12)
     perm_rng = np.random.default_rng(3)
     want = [adjusted_mutual_info_score(a[perm_rng.permutation(a.size)], b) for _ in range(20)]
-    np.testing.assert_allclose(res["null"], want, atol=1e-10)
-    assert res["sigma"] > 10 and res["p"] == pytest.approx(1 / 21)
+    np.testing.assert_allclose(res.null, want, atol=1e-10)
+    assert res.sigma > 10 and res.p == pytest.approx(1 / 21)
     again = ami_test(a, b, n_permutations=20, seed=3)
-    assert again["null_mean"] == res["null_mean"]  # seeded
+    assert again.null_mean == res.null_mean and again.null is None  # seeded
 
 
 def test_logreg_beats_gaussian_null_on_spatial_labels():
     _, x, groups, _ = planted(n_groups=4, per=30)
     res = logreg_test(x, groups, null_repeats=8, seed=0)
-    assert res["bal_acc"] > 0.95 and res["null_mean"] < 0.45 and res["sigma"] > 5
-    assert res["n_used"] == 120 and res["n_dropped"] == 0
+    assert res.bal_acc > 0.95 and res.null_mean < 0.45 and res.sigma > 5
+    assert res.n_used == 120 and res.n_dropped == 0
     cv = logreg_test(x, groups, folds=3, null_repeats=2, seed=0)
-    assert cv["bal_acc"] > 0.95
+    assert cv.bal_acc > 0.95
     single = np.r_[groups[:-1], 9]  # a one-member lobe cannot be stratified: dropped and counted
-    assert logreg_test(x, single, null_repeats=0)["n_dropped"] == 1
+    lone = logreg_test(x, single, null_repeats=0)
+    assert lone.n_dropped == 1 and lone.null_mean is None
 
 
 def test_genre_table_on_heldout_blocks():
     b, _, groups, genres = planted(n_groups=4, per=20, n_blocks=400, seed=8)
     res = lobe_genre_table(sparse.csr_matrix(b), genres, groups)
-    assert res["majority"] == {f"genre{g}": g for g in range(4)}
-    assert res["p"] < 1e-50 and res["cramers_v"] > 0.9 and res["dof"] == 9
-    assert np.sum(res["table"]) + res["n_silent"] == 400
+    assert res.majority == {f"genre{g}": g for g in range(4)}
+    assert res.p < 1e-50 and res.cramers_v > 0.9 and res.dof == 9
+    assert res.table.sum() + res.n_silent == 400
     one = lobe_genre_table(b, np.array(["web"] * 400), groups)
-    assert one["chi2"] is None and "single genre" in one["note"]
+    assert one.chi2 is None and "single genre" in one.note
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole analysis: planted truth
 # ---------------------------------------------------------------------------------------------
-def test_planted_lobes_recovered_and_spatial(tmp_path):
-    b, x, groups, _ = planted(seed=0)
-    bh, genres_h = planted_blocks(groups, 600, seed=99)  # held-out blocks of the same SAE
-    res = run_lobes(b, x, firing_heldout=bh, genres_heldout=genres_h, affinities=("phi", "jaccard"),
-                    n_clusters=(2, 6), n_permutations=100, logreg_null_repeats=5, seed=0)
+def test_planted_lobes_recovered_and_spatial():
+    b, x, groups, genres = planted(seed=0, n_blocks=2100)
+    docs = np.arange(2100) // 3  # 700 documents of 3 blocks; 30% of them held out for the genre table
+    res = run(b, x, doc_ids=docs, genres=genres, affinities=("phi", "jaccard"), n_clusters=(2, 6),
+              n_permutations=100, logreg_null_repeats=5, heldout_fraction=0.3, seed=0)
+    assert (res.n_blocks, res.n_blocks_heldout) == (1470, 630)
     for kind in ("phi", "jaccard", "geometry"):
-        assert adjusted_mutual_info_score(groups[res.arrays["feature_ids"]], res.labels(kind, 6)) >= 0.9
+        assert adjusted_mutual_info_score(groups[res.feature_ids], res.labels(kind, 6)) >= 0.9
     for kind in ("phi", "jaccard"):
         rec = res.record(kind, 6)
-        assert rec["ami"] >= 0.9 and rec["ami_sigma"] > 30 and rec["ami_p"] == pytest.approx(1 / 101)
-        assert rec["logreg_bal_acc"] > 0.9 and rec["logreg_sigma"] > 5
+        assert rec.ami >= 0.9 and rec.ami_sigma > 30 and rec.ami_p == pytest.approx(1 / 101)
+        assert rec.logreg_bal_acc > 0.9 and rec.logreg_sigma > 5
         # the held-out genre -> lobe map recovers the planted genre -> group map
         lab = res.labels(kind, 6)
         lobe_group = {lobe: int(np.bincount(groups[lab == lobe]).argmax()) for lobe in range(6)}
-        assert {g: lobe_group[lobe] for g, lobe in rec["genre_majority"].items()} == {f"genre{i}": i for i in range(6)}
-        assert rec["genre_cramers_v"] > 0.9
-    assert res.exclusions == {"decoder_invalid": 0, "never_fired": 0, "always_fired": 0}
-    assert res.cooccurrence["storage"] == "dense"
-    # output files
-    paths = res.write(tmp_path)
-    d = json.loads(paths["json"].read_text())
-    assert d["kind"] == "lobes" and len(d["records"]) == 4
-    for key in ("affinity", "n_clusters", "ami", "ami_null_mean", "ami_null_std", "ami_sigma", "ami_p",
-                "logreg_bal_acc", "logreg_null_mean", "logreg_null_std", "logreg_sigma"):
-        assert key in d["records"][0]
-    with np.load(paths["labels"], allow_pickle=False) as z:
-        assert z["labels_phi"].shape == (2, 180) and z["feature_ids"].tolist() == list(range(180))
-    back = LobeResult.read(tmp_path)
-    assert back.records == res.to_dict()["records"]
-    np.testing.assert_array_equal(back.labels("jaccard", 6), res.labels("jaccard", 6))
-    assert any(t["affinity"] == "geometry" for t in back.genre_tables)
+        assert {g: lobe_group[lobe] for g, lobe in rec.genre_majority.items()} == {f"genre{i}": i for i in range(6)}
+        assert rec.genre_cramers_v > 0.9
+    assert res.exclusions.decoder_invalid == res.exclusions.never_fired == res.exclusions.always_fired == 0
+    assert res.cooccurrence.storage == "dense" and res.cooccurrence.n_blocks == 1470
+    assert res.genre_table("geometry", 6).cramers_v > 0.9
+    assert res.labelings == ["phi", "jaccard", "geometry"] and res.map_2d.shape == (180, 2)
 
 
 def test_randomised_geometry_gives_noise_sigma():
     sig = []
     for seed in range(4):
         b, x, _, _ = planted(n_groups=5, per=20, n_blocks=600, seed=seed, random_geometry=True)
-        res = run_lobes(b, x, affinities=("jaccard",), n_clusters=(5,), n_permutations=100,
-                        logreg_null_repeats=0, seed=seed)
-        sig.append(res.record("jaccard", 5)["ami_sigma"])
+        res = run(b, x, affinities=("jaccard",), n_clusters=(5,), n_permutations=100, logreg_null_repeats=0,
+                  seed=seed)
+        sig.append(res.record("jaccard", 5).ami_sigma)
     assert np.mean(np.abs(sig)) < 3, sig
 
 
 def test_topk_run_recovers_planted_lobes():
     b, x, groups, _ = planted(n_groups=4, per=25, n_blocks=800)
-    res = run_lobes(b, x, affinities=("jaccard", "phi"), n_clusters=(4,), n_permutations=20, logreg_null_repeats=0,
-                    memory_budget=1000, top_k=20)
-    assert res.cooccurrence["storage"] == "topk" and any("top 20 partners" in n for n in res.notes)
+    res = run(b, x, affinities=("jaccard", "phi"), n_clusters=(4,), n_permutations=20, logreg_null_repeats=0,
+              memory_budget=1000, top_k=20)
+    assert res.cooccurrence.storage == "topk" and any("top 20 partners" in n for n in res.notes)
+    assert res.cooccurrence.n_stored_pairs > 0 and all(a.sparse for a in res.affinities)
     for kind in ("jaccard", "phi", "geometry"):
         assert adjusted_mutual_info_score(groups, res.labels(kind, 4)) >= 0.9
 
 
 def test_exclusions_skips_and_notes():
-    b, x, _, genres = planted(n_groups=3, per=10, n_blocks=300)
+    b, x, _, _ = planted(n_groups=3, per=10, n_blocks=300)
     b[:, 0] = False
     b[:, 1] = True
     x[2] = np.nan
-    res = run_lobes(b, x, firing_heldout=b, genres_heldout=np.array(["web"] * 300), affinities=("dice",),
-                    n_clusters=(3, 27, 40), n_permutations=10, logreg_null_repeats=0, phi_shift=False)
-    assert res.exclusions == {"decoder_invalid": 1, "never_fired": 1, "always_fired": 1}
-    assert res.n_usable == 27 and 2 not in res.arrays["feature_ids"]
+    res = run(b, x, doc_ids=np.arange(300), genres=np.array(["web"] * 300), affinities=("dice",),
+              n_clusters=(3, 27, 40), n_permutations=10, logreg_null_repeats=0, phi_shift=False)
+    assert (res.exclusions.decoder_invalid, res.exclusions.never_fired, res.exclusions.always_fired) == (1, 1, 1)
+    assert res.n_usable == 27 and 2 not in res.feature_ids and res.n_features == 30
     assert res.n_clusters == [3] and res.skipped_n_clusters == [27, 40]
     assert any("skipped" in n for n in res.notes) and any("single genre" in n for n in res.notes)
-    assert res.record("dice", 3)["genre_chi2"] is None
+    assert res.record("dice", 3).genre_chi2 is None and res.genre_tables == []
 
 
 def test_feature_cloud_decoder():
     b, x, groups, _ = planted(n_groups=3, per=10, n_blocks=300)
     x[4] = 0  # a dead decoder row is excluded by the cloud
-    res = run_lobes(b, FeatureCloud.from_array(x), affinities=("dice",), n_clusters=(3,), n_permutations=5,
-                    logreg_null_repeats=0)
-    assert 4 not in res.arrays["feature_ids"] and res.exclusions["decoder_invalid"] == 1
+    res = run(b, FeatureCloud.from_array(x), affinities=("dice",), n_clusters=(3,), n_permutations=5,
+              logreg_null_repeats=0)
+    assert 4 not in res.feature_ids and res.exclusions.decoder_invalid == 1
 
 
-def test_lobes_from_harvest_holds_out_documents():
+def test_seeded_and_round_trip(tmp_path):
     b, x, groups, genres = planted(n_groups=3, per=10, n_blocks=400)
-
-    class FakeHarvest:  # the two members lobes_from_harvest reads
-        blocks = {"doc_id": np.arange(400) // 4, "genre": genres}
-
-        def firing(self, layer):
-            return sparse.csr_matrix(b.astype(np.uint8))
-
-    res = lobes.lobes_from_harvest(FakeHarvest(), 3, x, affinities=("dice",), n_clusters=(3,), n_permutations=5,
-                                   logreg_null_repeats=0)
-    assert res.n_blocks + res.n_blocks_heldout == 400 and res.n_blocks_heldout == 80
-    assert res.params["layer"] == 3 and res.record("dice", 3)["genre_cramers_v"] > 0.9
+    kw = dict(doc_ids=np.arange(400) // 4, genres=genres, affinities=("phi", "dice"), n_clusters=(2, 3),
+              n_permutations=10, logreg_null_repeats=2, seed=5)
+    res = run(b, x, **kw)
+    again = run(b, x, **kw)
+    assert again.records == res.records and again.genre_tables == res.genre_tables
+    assert all(np.array_equal(again.lobe_labels[k], res.lobe_labels[k]) for k in res.lobe_labels)
+    other = run(b, x, **{**kw, "seed": 6})  # another seed holds out other documents
+    assert other.record("phi", 3).ami_null_mean != res.record("phi", 3).ami_null_mean
+    # one layer and a whole result: save -> load gives an equal object
+    res.save(tmp_path / "one")
+    assert LobesLayer.load(tmp_path / "one") == res
+    full = LobesResult(params=LobesParams(**{k: v for k, v in kw.items() if k not in ("doc_ids", "genres")}),
+                       layers=[res, again], source="planted", harvest="abc")
+    full.save(tmp_path / "all")
+    back = LobesResult.load(tmp_path / "all")
+    assert back == full and back.params.affinities == ("phi", "dice") and back.layers[0].labels("dice", 3).dtype == np.int32
+    doc = json.loads((tmp_path / "all" / "lobes.json").read_text())
+    assert doc["kind"] == "lobes" and len(doc["layers"][0]["records"]) == 4
+    for key in ("affinity", "n_clusters", "ami", "ami_null_mean", "ami_null_std", "ami_sigma", "ami_p",
+                "logreg_bal_acc", "logreg_null_mean", "logreg_null_std", "logreg_sigma", "genre_cramers_v"):
+        assert key in doc["layers"][0]["records"][0]
+    with np.load(tmp_path / "all" / "lobes.npz", allow_pickle=False) as z:
+        assert z["layers.0.lobe_labels.phi"].shape == (2, 30)
+    table = full.table()
+    assert len(table) == 8 and {"layer", "affinity", "ami_sigma", "genre_majority"} <= set(table.columns)
+    with pytest.raises(InputError, match="expected a lobes result"):
+        LobesResult.load(tmp_path / "one" / "lobes_layer.json")
 
 
 def test_split_by_document_holds_out_whole_documents():
@@ -364,36 +382,61 @@ def test_split_by_document_holds_out_whole_documents():
 def test_bad_inputs():
     b, x, _, genres = planted(n_groups=3, per=10, n_blocks=100)
     kw = dict(n_clusters=(3,), n_permutations=5, logreg_null_repeats=0, affinities=("dice",))
-    with pytest.raises(InputError, match="the SAE has 29 features but the firing matrix has 30 columns"):
-        run_lobes(b, x[:-1], **kw)
-    with pytest.raises(InputError, match="the SAE has 31 features"):
-        run_lobes(b, FeatureCloud.from_array(np.vstack([x, x[:1]])), **kw)
+    with pytest.raises(InputError, match="the harvest has 30 features .* but the SAE has 29"):
+        run(b, x[:-1], **kw)
+    with pytest.raises(InputError, match="but the SAE has 31"):
+        run(b, FeatureCloud.from_array(np.vstack([x, x[:1]])), **kw)
     with pytest.raises(InputError, match="no complete block"):
-        run_lobes(b[:0], x, **kw)
+        run(b[:0], x, **kw)
     with pytest.raises(InputError, match="every value is >= the 30 usable features"):
-        run_lobes(b, x, **{**kw, "n_clusters": (30, 64)})
+        run(b, x, **{**kw, "n_clusters": (30, 64)})
     with pytest.raises(InputError, match="n_clusters: expected a non-empty sequence of integers >= 2"):
-        run_lobes(b, x, **{**kw, "n_clusters": (1, 4)})
+        run(b, x, **{**kw, "n_clusters": (1, 4)})
     with pytest.raises(InputError, match="expected 0/1"):
-        run_lobes(b * 2.5, x, **kw)
+        run(b * 2.5, x, **kw)
     with pytest.raises(InputError, match="expected both"):
-        run_lobes(b, x, firing_heldout=b, **kw)
-    with pytest.raises(InputError, match="one genre per held-out block"):
-        run_lobes(b, x, firing_heldout=b, genres_heldout=genres[:5], **kw)
-    with pytest.raises(InputError, match="firing_heldout: expected 30 columns"):
-        run_lobes(b, x, firing_heldout=b[:, :5], genres_heldout=genres, **kw)
+        run(b, x, doc_ids=np.arange(100), **kw)
+    with pytest.raises(InputError, match="genres: expected one entry per block"):
+        run(b, x, doc_ids=np.arange(100), genres=genres[:5], **kw)
+    with pytest.raises(InputError, match="all blocks come from one document"):
+        run(b, x, doc_ids=np.zeros(100), genres=genres, **kw)
     with pytest.raises(InputError, match="affinities: expected one of"):
-        run_lobes(b, x, **{**kw, "affinities": ("cosine",)})
-    with pytest.raises(InputError, match="unknown parameter"):
-        run_lobes(b, x, bogus=1, **kw)
-    with pytest.raises(InputError, match="seed: expected a non-negative integer"):
-        run_lobes(b, x, seed=-1, **{k: v for k, v in kw.items()})
+        run(b, x, **{**kw, "affinities": ("cosine",)})
+    with pytest.raises(TypeError, match="bogus"):
+        run(b, x, bogus=1, **kw)
+    with pytest.raises(InputError, match="seed: expected an integer >= 0"):
+        run(b, x, seed=-1, **kw)
     with pytest.raises(InputError, match="only 0 usable"):
-        run_lobes(np.zeros_like(b), x, **kw)
+        run(np.zeros_like(b), x, **kw)
     with pytest.raises(InputError, match="method: expected one of"):
         cooccurrence(b, method="gpu")
     with pytest.raises(InputError, match="top-k counts were ranked by"):
         affinity(cooccurrence(b, storage="topk", rank_by=("dice",)), "jaccard")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_permutations", -5, "n_permutations: expected an integer >= 1. Got -5 instead."),
+    ("logreg_null_repeats", -1, "logreg_null_repeats: expected an integer >= 0"),
+    ("affinities", (), "affinities: expected a non-empty tuple"),
+    ("affinities", ("phi", "phi"), "affinities: expected each affinity once"),
+    ("n_clusters", (2, 2.5), "n_clusters: expected a sequence of integers >= 2"),
+    ("heldout_fraction", 1.0, "heldout_fraction: expected a finite number >= 0 and < 1"),
+    ("logreg_test_size", 0, "logreg_test_size: expected a finite number > 0"),
+    ("phi_shift", "yes", "phi_shift: expected True or False"),
+    ("solver", "lobpcg", "solver: expected one of auto, dense, arpack"),
+    ("top_k", 0, "top_k: expected an integer >= 1"),
+    ("n_threads", 0, "n_threads: expected an integer >= 1 or None"),
+])
+def test_params_validate_names_the_parameter(field, value, message):
+    with pytest.raises(InputError) as e:
+        LobesParams(**{field: value}).validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_params_lists_become_tuples_and_threads_do_not_change_the_fingerprint():
+    p = LobesParams(affinities=["phi"], n_clusters=[2, 3])
+    assert p.affinities == ("phi",) and p.n_clusters == (2, 3) and LobesParams.from_dict(p.to_dict()) == p
+    assert p.replace(n_threads=1).fingerprint() == p.fingerprint() != p.replace(seed=1).fingerprint()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,8 +446,9 @@ def test_figures_written(tmp_path):
     from featuregeo.pl import lobes as plot_lobes
 
     b, x, groups, genres = planted(n_groups=3, per=10, n_blocks=300)
-    res = run_lobes(b, x, firing_heldout=b, genres_heldout=genres, affinities=("phi", "dice"), n_clusters=(2, 3),
-                    n_permutations=10, logreg_null_repeats=2)
-    paths = plot_lobes.plot_all(res, tmp_path)
-    assert set(paths) == {"ami", "balanced_accuracy", "map", "genre_heatmap"}
-    assert all(p.exists() and p.stat().st_size > 1000 for p in paths.values())
+    res = run(b, x, doc_ids=np.arange(300), genres=genres, affinities=("phi", "dice"), n_clusters=(2, 3),
+              n_permutations=10, logreg_null_repeats=2)
+    paths = plot_lobes.plot_all(LobesResult(layers=[res]), tmp_path)
+    assert set(paths) == {None}
+    assert set(paths[None]) == {"ami", "balanced_accuracy", "map", "genre_heatmap"}
+    assert all(p.exists() and p.stat().st_size > 1000 and p.parent.name == "layer_none" for p in paths[None].values())
