@@ -13,6 +13,7 @@ the PCA layout (``--layout umap`` to try UMAP).  Printed:
 
     python benchmarks/bench_atlas.py                 # 65,536 features
     python benchmarks/bench_atlas.py --n 16384 --d 2304 --layout umap
+    python benchmarks/bench_atlas.py --n 4096 --d 256           # quick
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from _common import gb, peak_rss_bytes, set_threads
 
-from featuregeo.atlas.build import run_atlas
+from featuregeo.atlas import (AtlasInputs, AtlasParams, Crystal, CrystalsInput, LayerInputs, LobesInput, build)
+from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.data import FeatureCloud, Suite
-from featuregeo.tl.lobes import LobeResult
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -42,21 +43,18 @@ def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def write_inputs(root: Path, n: int, seed: int = 0) -> dict:
+def make_inputs(n: int, seed: int = 0) -> AtlasInputs:
+    """Lobes for k = 2..64, labels on 10% of the features (with markup) and 2,000 crystals, as typed inputs."""
     rng = np.random.default_rng(seed)
-    ks = np.array([2, 4, 8, 16, 32, 64])
-    lob = LobeResult(n_features=n, n_usable=n)
-    lob.arrays = {"feature_ids": np.arange(n), "n_clusters": ks,
-                  "labels_phi": np.stack([rng.integers(0, k, n) for k in ks]).astype(np.int32)}
-    lob.write(root / "lobes" / "layer_0")
+    ks = (2, 4, 8, 16, 32, 64)
+    lobes = LobesInput(feature_ids=np.arange(n), labels={"phi": {k: rng.integers(0, k, n).astype(np.int32) for k in ks}})
     ids = rng.choice(n, n // 10, replace=False)
-    (root / "labels.json").write_text(json.dumps({str(i): f"synthetic feature {i} <b>&</b>" for i in ids}))
+    labels = {int(i): f"synthetic feature {i} <b>&</b>" for i in ids}
     q = rng.integers(0, n, (2000, 4))
-    lines = ["rank,layer,a,b,c,d,cosine,length_ratio,kind,score"]
-    lines += [f"{r + 1},0,{a},{b},{c},{e},0.9,1.0,parallelogram,{1 - r / 2000:.4f}" for r, (a, b, c, e) in enumerate(q)]
-    (root / "atoms").mkdir(parents=True)
-    (root / "atoms" / "crystals.csv").write_text("\n".join(lines) + "\n")
-    return {"lobes": root / "lobes", "atoms": root / "atoms", "labels": [root / "labels.json"]}
+    crystals = CrystalsInput([Crystal(rank=r + 1, a=int(a), b=int(b), c=int(c), d=int(e), cosine=0.9,
+                                      kind="parallelogram", length_ratio=1.0, score=1 - r / 2000)
+                              for r, (a, b, c, e) in enumerate(q)])
+    return AtlasInputs({0: LayerInputs(lobes=lobes, crystals=crystals, labels=labels)})
 
 
 def reference_export(x2: np.ndarray, ids, norms, lobes, labels: dict, out: Path) -> float:
@@ -125,18 +123,22 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     try:
         x = synthetic(args.n, args.d)
-        inputs = write_inputs(root, args.n)
+        inputs = make_inputs(args.n)
         suite = Suite([0], lambda layer: FeatureCloud.from_array(x, layer, source="synthetic"), name="synthetic")
         out = root / "atlas"
+        params = AtlasParams(layout=args.layout)
         t0 = time.perf_counter()
-        res = run_atlas(suite, out, layout=args.layout, **inputs)
+        with Checkpoint(out / ".checkpoint") as ck:
+            res = build(suite, params, out, inputs=inputs, checkpoint=ck)
         export_s = time.perf_counter() - t0
         print(f"atlas export ({args.n:,} x {args.d:,}, layout {args.layout}): {export_s:.1f} s; "
               f"layer data {size(out / 'data' / 'layer_0.js') / 1e6:.2f} MB, features.parquet "
               f"{size(out / 'features.parquet') / 1e6:.2f} MB, site {size(out) / 1e6:.2f} MB "
               f"(bytes per feature in the page: {size(out / 'data' / 'layer_0.js') / args.n:.1f})")
         t0 = time.perf_counter()
-        run_atlas(suite, out, layout=args.layout, **inputs)
+        with Checkpoint(out / ".checkpoint") as ck:
+            build(suite, params, out, inputs=inputs, checkpoint=ck)
+            assert ck.reused == ["layer_0"]
         print(f"re-export (resumed, layer reused): {time.perf_counter() - t0:.1f} s")
         page = load_in_chromium(out / "index.html")
         print(f"chromium: {page['n']:,} points rendered with {page['renderer']}; load -> first frame "
@@ -163,7 +165,7 @@ def main() -> None:
               f"(wall, to painted: {ref_page['wall_s']:.2f} s), {ref_page['n']:,} circles")
         print(f"ratio reference/atlas: page bytes {ref_bytes / atlas_page_bytes:.2f}x, navigation -> painted "
               f"(wall) {ref_page['wall_s'] / page['wall_s']:.2f}x")
-        print(f"atlas layers: {[(L['layer'], L['n_features'], round(L['seconds'], 1)) for L in res.layers]}; "
+        print(f"atlas layers: {[(la.layer, la.n_features) for la in res.layers]}; "
               f"peak RSS {gb(peak_rss_bytes())} (timings on a shared, contended 2-core machine are noisy)")
     finally:
         if not args.keep:

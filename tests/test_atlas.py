@@ -1,20 +1,26 @@
-"""Feature atlas: layout and co-firing maths, label readers, safe embedding, and the whole site
-(real sae-lens folders -> real harvest with Gemma 3 270M -> lobes -> galaxy -> atlas) in headless chromium."""
+"""Feature atlas without a model: layout and co-firing maths, label readers, safe embedding, the typed
+inputs and their checks, params, the result's round trip and the per-layer checkpoint.
+
+The whole site (real sae-lens folders -> real harvest -> lobes -> galaxy -> atlas, in headless chromium)
+is tested in test_atlas_site.py."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import json
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import sparse
 
-from featuregeo.atlas.build import cofiring, layout_2d, lobe_columns, read_crystals, script_json
+from featuregeo.atlas import (AtlasInputs, AtlasLayer, AtlasParams, AtlasResult, Crystal, CrystalsInput, FiringInput,
+                              GalaxyInput, LayerInputs, LobesInput, LobeSummary, SaeIdentity, build, cofiring,
+                              layout_2d, lobe_columns, script_json)
+from featuregeo.core.checkpoint import Checkpoint
+from featuregeo.core.data import FeatureCloud, Suite
+from featuregeo.pipeline.atlas import crystal_inputs
 from featuregeo.core.errors import InputError
 from featuregeo.io.labels import LabelSources, neuronpedia_url, read_label_table, read_neuronpedia
 
@@ -66,7 +72,7 @@ def test_umap_layout_recovers_planted_clusters_and_is_seeded():
 
 
 def test_layout_bad_inputs():
-    with pytest.raises(InputError, match="--layout: expected one of"):
+    with pytest.raises(InputError, match="layout: expected one of"):
         layout_2d(np.ones((5, 3)), "mds")
     with pytest.raises(InputError, match="at least 3 features"):
         layout_2d(np.ones((2, 3)), "pca")
@@ -109,15 +115,13 @@ def test_cofiring_equals_brute_force_and_finds_planted_partners():
 
 
 def test_lobe_columns_align_by_feature_id():
-    class Lobes:  # what LobeResult.read gives: arrays keyed as in lobes_labels.npz
-        arrays = {"feature_ids": np.array([9, 2, 5]), "n_clusters": np.array([2, 3]),
-                  "labels_phi": np.array([[1, 0, 1], [2, 0, 1]], dtype=np.int32)}
-
-    cols = lobe_columns(Lobes(), np.array([2, 3, 5, 9]), "phi")
+    lob = LobesInput(feature_ids=np.array([9, 2, 5]),
+                     labels={"phi": {2: np.array([1, 0, 1]), 3: np.array([2, 0, 1])}})
+    cols = lobe_columns(lob, np.array([2, 3, 5, 9]), "phi")
     np.testing.assert_array_equal(cols[2], [0, -1, 1, 1])
     np.testing.assert_array_equal(cols[3], [0, -1, 1, 2])
-    with pytest.raises(InputError, match="no labels for 'jaccard'; expected one of \\['phi'\\]"):
-        lobe_columns(Lobes(), np.array([2]), "jaccard")
+    with pytest.raises(InputError, match="--affinity: lobes has no lobes for 'jaccard'; expected one of \\['phi'\\]"):
+        lobe_columns(lob, np.array([2]), "jaccard")
 
 
 def test_script_json_is_inert_inside_script():
@@ -200,292 +204,192 @@ def test_label_bad_inputs(tmp_path):
 CRYSTAL_HEADER = "rank,layer,a,b,c,d,cosine,length_ratio,kind,score\n"
 
 
-def test_read_crystals_both_layouts_and_bad_header(tmp_path):
-    (tmp_path / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,0,1,2,3,0.9,1.0,parallelogram,0.8\n")
+def test_crystal_inputs_both_layouts_and_bad_header(tmp_path):
+    (tmp_path / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,0,1,2,3,0.9,1.0,parallelogram,0.8\n"
+                                           "2,5,4,5,6,7,0.7,2.0,trapezoid,0.5\n")
     (tmp_path / "layer_5").mkdir()
-    (tmp_path / "layer_5" / "crystals.csv").write_text(CRYSTAL_HEADER + "1,5,4,5,6,7,0.7,2.0,trapezoid,0.5\n")
-    rows = read_crystals(tmp_path)
-    assert [(r["layer"], r["a"], r["kind"]) for r in rows] == [(2, 0, "parallelogram"), (5, 4, "trapezoid")]
+    (tmp_path / "layer_5" / "crystals.csv").write_text(CRYSTAL_HEADER + "1,5,4,5,6,7,0.7,2.0,trapezoid,0.5\n"
+                                                       "2,5,8,9,10,11,nan,,parallelogram,0.4\n")
+    got = crystal_inputs(tmp_path)
+    assert sorted(got) == [2, 5]
+    assert [(c.a, c.kind) for c in got[2].rows] == [(0, "parallelogram")]
+    assert [(c.rank, c.a) for c in got[5].rows] == [(2, 4), (2, 8)]  # the duplicate row is kept once (first seen)
+    assert got[5].rows[1].cosine is None and got[5].rows[1].length_ratio is None  # NaN / empty -> None
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "crystals.csv").write_text("rank,a,b\n1,2,3\n")
-    with pytest.raises(InputError, match="missing columns \\['layer', 'c', 'd'"):
-        read_crystals(bad)
+    with pytest.raises(InputError, match="misses columns \\['layer', 'c', 'd'"):
+        crystal_inputs(bad)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="--atoms: no crystals.csv"):
-        read_crystals(tmp_path / "empty")
+        crystal_inputs(tmp_path / "empty")
+    (bad / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,x,1,2,3,0.9,1.0,parallelogram,0.8\n")
+    with pytest.raises(InputError, match="crystals.csv row 2: expected integer"):
+        crystal_inputs(bad)
 
 
 # ----------------------------------------------------------------------------------------------
-# the whole pipeline and the site in a real browser
+# the typed inputs, params, result and checkpoint (synthetic suite, no model)
 # ----------------------------------------------------------------------------------------------
-LAYERS = (2, 5)
-N_FEATURES = 96
+N_SYN, D_SYN = 60, 24
+
+
+def synthetic_suite(shift=0.0, name="synthetic"):
+    """Two layers of planted clusters; row 7 is dead (excluded) in every layer."""
+    def load(layer):
+        x, _ = planted_directions(3, N_SYN // 3, D_SYN, 0.3, seed=layer)
+        x = x + shift
+        x[7] = 0
+        return FeatureCloud.from_array(x, layer, source=name)
+
+    return Suite([0, 3], load, name=name)
+
+
+def synthetic_inputs(labels_at_3="three"):
+    rng = np.random.default_rng(5)
+    firing = rng.random((300, N_SYN)) < 0.1
+    firing[:, 11] = firing[:, 10]  # 11 fires exactly when 10 does
+    lobes = LobesInput(feature_ids=np.arange(0, N_SYN, 2),
+                       labels={"phi": {2: (np.arange(0, N_SYN, 2) // 30).astype(np.int32),
+                                       3: (np.arange(0, N_SYN, 2) // 20).astype(np.int32)}},
+                       summaries=[LobeSummary("phi", 2, n_lobes=2, ami=0.5), LobeSummary("jaccard", 2)],
+                       sae=SaeIdentity(n_features=N_SYN, d_model=D_SYN))
+    galaxy = GalaxyInput(eigenvalues=np.linspace(2, 0.1, D_SYN), slope=-0.8, slope_ci=(-0.9, -0.7), fit_ranks=(2, 20),
+                         r2=0.99, null_slope=float("nan"), sae=SaeIdentity(N_SYN, D_SYN, source="synthetic"))
+    crystals = CrystalsInput([Crystal(2, 4, 5, 6, 8, 0.8, "trapezoid", 0.5, 0.4),
+                              Crystal(1, 0, 1, 2, 3, 0.95, "parallelogram", 0.99, 0.9)])
+    return AtlasInputs({
+        0: LayerInputs(firing=FiringInput(firing.astype(np.uint8), fingerprint="h0", sae=SaeIdentity(N_SYN, D_SYN)),
+                       lobes=lobes, crystals=crystals, galaxy=galaxy,
+                       labels={0: "<b>zero</b>", 7: "dead feature", 1000: "not in the SAE"}),
+        3: LayerInputs(labels={1: labels_at_3}),
+    })
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, default_model):
-    """Real sae-lens folders (planted decoder geometry), a real harvest on real text, lobes, galaxy,
-    crystals and labels -> everything ``featuregeo atlas`` reads."""
-    from threadpoolctl import threadpool_limits
-
-    root = tmp_path_factory.mktemp("atlas")
-    with threadpool_limits(1):  # 96 x 640 problems: BLAS threads only contend
-        _build_inputs(root, default_model)
-    return root
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("syn") / "atlas"
+    return out, build(synthetic_suite(), AtlasParams(layout="pca", n_clusters=3), out, inputs=synthetic_inputs())
 
 
-def _build_inputs(root, default_model):
-    import torch
-    from sae_lens import TopKSAE, TopKSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
-
-    from featuregeo.pipeline import galaxy as galaxy_pipeline
-    from featuregeo.pipeline import lobes as lobes_pipeline
-    from featuregeo.io.corpus import folder_corpus
-    from featuregeo.tl.galaxy import GalaxyParams
-    from featuregeo.io.harvest import harvest
-
-    saes = {}
-    for layer in LAYERS:
-        torch.manual_seed(layer)
-        meta = SAEMetadata(model_name="tiny-model", hook_name=f"blocks.{layer}.hook_resid_post",
-                           neuronpedia_id=f"tiny-model/{layer}-res-test")
-        sae = TopKSAE(TopKSAEConfig(d_in=640, d_sae=N_FEATURES, k=8, metadata=meta))
-        x, _ = planted_directions(4, N_FEATURES // 4, 640, 0.6, seed=layer)
-        with torch.no_grad():
-            sae.W_dec.copy_(torch.as_tensor(x))
-            sae.W_enc.copy_(torch.as_tensor(x.T / np.linalg.norm(x, axis=1)[None, :] / 200.0))
-        sae.save_model(str(root / "saes" / f"layer_{layer}"))
-        saes[layer] = sae
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    corpus_dir = root / "corpus"
-    for i, name in enumerate(["bisect.py", "heapq.py", "json/decoder.py"]):
-        (corpus_dir / "code").mkdir(parents=True, exist_ok=True)
-        (corpus_dir / "code" / f"{i}.py").write_text((stdlib / name).read_text())
-    prose = codecs.decode((stdlib / "this.py").read_text().split('"""')[1], "rot13")
-    (corpus_dir / "prose").mkdir()
-    for i in range(3):
-        (corpus_dir / "prose" / f"{i}.txt").write_text((prose + "\n") * (3 + i))
-    hv = harvest(default_model, folder_corpus(corpus_dir, genre="subfolder"), root / "harvest", saes=saes,
-                 block_len=32, threshold=0.5, batch_size=4, shard_blocks=8, max_blocks_per_doc=4, progress=False)
-    firing = hv.firing(2)
-    assert firing.shape[1] == N_FEATURES and 0 < firing.nnz < firing.shape[0] * N_FEATURES
-    lobes_pipeline.run(str(root / "saes"), str(root / "harvest"), root / "lobes", list(LAYERS), affinities=["phi"],
-                      n_clusters=[2, 3], n_permutations=10, logreg_null_repeats=2)
-    galaxy_pipeline.run(str(root / "saes"), list(LAYERS), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)))
-    atoms = root / "atoms"
-    (atoms / "layer_5").mkdir(parents=True)
-    (atoms / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,0,1,2,3,0.93,1.01,parallelogram,0.9\n"
-                                        "2,2,0,4,5,6,0.81,1.7,trapezoid,0.6\n")
-    (atoms / "layer_5" / "crystals.csv").write_text(CRYSTAL_HEADER + "1,5,3,4,5,6,0.88,1.0,parallelogram,0.7\n")
-    labels = root / "labels.csv"
-    with labels.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["feature", "label", "layer"])
-        w.writerows([[0, XSS_SCRIPT, 2], [1, XSS_IMG, 2], [2, XSS_CLOSE, 2], [10, "cats & dogs", ""]])
-    write_neuronpedia(root / "batch-0.jsonl.gz", [
-        {"modelId": "tiny-model", "layer": "5-res-test", "index": "3", "description": "planted np label"},
-        {"modelId": "tiny-model", "layer": "2-res-test", "index": "3", "description": "np label at layer 2"},
-        {"modelId": "other-model", "layer": "5-res-test", "index": "4", "description": "wrong model"}])
+def test_build_carries_every_input(built):
+    out, res = built
+    la = res.layer(0)
+    assert [x.layer for x in res.layers] == [0, 3] and res.n_features == 2 * (N_SYN - 1)
+    assert la.n_total == N_SYN and la.n_excluded == 1 and 7 not in la.ids.tolist()
+    # firing frequency and co-firing partners come from the firing matrix; the planted twin is found
+    firing = synthetic_inputs().layers[0].firing.matrix
+    np.testing.assert_array_equal(la.n_fired, firing.sum(0)[la.ids])
+    np.testing.assert_allclose(la.freq, firing.sum(0)[la.ids] / 300, rtol=1e-6)
+    i10, i11 = (int(np.flatnonzero(la.ids == k)[0]) for k in (10, 11))
+    assert la.cofire[i10, 0] == 11 and la.cofire[i11, 0] == 10 and la.cofire_n11[i10, 0] == firing[:, 10].sum()
+    # lobes aligned by id, -1 for features without a lobe; only the chosen affinity's summaries
+    np.testing.assert_array_equal(la.lobes[3], np.where(la.ids % 2 == 0, la.ids // 20, -1))
+    assert [s.affinity for s in la.lobe_summaries] == ["phi"]
+    assert la.labels == {0: "<b>zero</b>"}  # labels of excluded or unknown features dropped
+    assert [c.rank for c in la.crystals] == [1, 2] and la.galaxy.null_slope is None
+    assert res.layer(3).labels == {1: "three"} and res.layer(3).freq is None
+    meta = json.loads((out / "index.html").read_text().split("window.ATLAS_META = ")[1].split(";</script>")[0])
+    assert meta["params"]["n_clusters"] == 3 and [x["layer"] for x in meta["layers"]] == [0, 3]
+    assert "<" not in (out / "data" / "layer_0.js").read_text()
+    assert (out / "figures" / "galaxy_layer_0.png").stat().st_size > 1000
+    with (out / "lobes.csv").open() as fh:
+        assert [(r["layer"], r["affinity"], r["ami"]) for r in csv.DictReader(fh)] == [("0", "phi", "0.5")]
 
 
-def run_cli(root, out, *extra):
-    from featuregeo.cli import main
-
-    return main(["atlas", str(root / "saes"), "--out", str(out), "--lobes", str(root / "lobes"), "--atoms",
-                 str(root / "atoms"), "--galaxy", str(root / "galaxy"), "--harvest", str(root / "harvest"),
-                 "--labels", str(root / "labels.csv"), str(root / "batch-0.jsonl.gz"), "--layout", "pca", *extra])
-
-
-@pytest.fixture(scope="module")
-def site(pipeline, tmp_path_factory):
-    out = tmp_path_factory.mktemp("site") / "atlas"
-    assert run_cli(pipeline, out) == 0
-    return out
-
-
-def test_tables_hold_the_inputs(pipeline, site, capsys):
-    import pyarrow.parquet as pq
-
-    from featuregeo.io.harvest import Harvest
-    from featuregeo.io import open_suite
-    from featuregeo.tl.lobes import LobeResult
-
-    t = pq.read_table(site / "features.parquet").to_pandas()
-    assert list(t.columns[:6]) == ["layer", "id", "x", "y", "lobe_2", "lobe_3"]
-    assert {"norm", "firing_frequency", "n_fired", "label", "cofiring"} <= set(t.columns)
-    h = Harvest(pipeline / "harvest")
-    suite = open_suite(str(pipeline / "saes"))
-    for layer in LAYERS:
-        rows = t[t.layer == layer].sort_values("id")
-        cloud = suite.load(layer)
-        np.testing.assert_array_equal(rows.id, cloud.feature_ids)
-        np.testing.assert_allclose(rows.norm, np.linalg.norm(cloud.vectors, axis=1), rtol=1e-5)
-        np.testing.assert_allclose(rows.firing_frequency, h.feature_counts(layer)[rows.id] / h.n_blocks, rtol=1e-6)
-        lob = LobeResult.read(pipeline / "lobes" / f"layer_{layer}")
-        fids = lob.arrays["feature_ids"]
-        got = rows.set_index("id").loc[fids, "lobe_3"].to_numpy()
-        np.testing.assert_array_equal(got, lob.labels("phi", 3))
-    lab = t[(t.layer == 2)].set_index("id").label
-    assert lab[0] == XSS_SCRIPT and lab[1] == XSS_IMG and lab[10] == "cats & dogs" and lab[3] == "np label at layer 2"
-    assert t[(t.layer == 5)].set_index("id").label[3] == "planted np label"
-    assert t[(t.layer == 5)].set_index("id").label.isna().sum() == N_FEATURES - 2  # 'wrong model' not matched
-    with (site / "crystals.csv").open() as fh:
-        assert [r["kind"] for r in csv.DictReader(fh)] == ["parallelogram", "trapezoid", "parallelogram"]
-    assert "phi" in (site / "lobes.csv").read_text() and "slope" in (site / "galaxy.csv").read_text()
-    assert (site / "figures" / "galaxy_layer_2.png").stat().st_size > 1000
-    html_text = (site / "index.html").read_text()
-    assert "<script>alert" not in html_text and "\n" not in html_text.split("window.ATLAS_META = ")[1].split(";</script>")[0]
-    assert "<" not in (site / "data" / "layer_2.js").read_text()  # labels embedded inert
-    # resume: a second run reuses every layer and writes identical tables
-    before = (site / "features.parquet").read_bytes()
-    capsys.readouterr()
-    assert run_cli(pipeline, site) == 0
-    assert capsys.readouterr().err.count("reused") == len(LAYERS)
-    assert (site / "features.parquet").read_bytes() == before
-    # an interrupted export (layer 5 never committed) redoes only that layer, with the same result
-    (site / ".atlas_layers" / "layer_5.json").unlink()
-    assert run_cli(pipeline, site) == 0
-    err = capsys.readouterr().err
-    assert err.count("reused") == 1 and "atlas layer 5: 96 features" in err
-    assert (site / "features.parquet").read_bytes() == before
+def test_result_round_trip(built, tmp_path):
+    out, res = built
+    back = AtlasResult.load(out)
+    assert back == res and back.params == res.params and isinstance(back.layers[0].crystals[0], Crystal)
+    assert back.layer(0).cofire.dtype == np.int32 and back.layer(0).labels[0] == "<b>zero</b>"
+    back.layers[0].labels[0] = "changed"
+    assert back != res
+    res.save(tmp_path)
+    assert AtlasResult.load(tmp_path) == res
+    t = res.table()
+    assert list(t.layer) == [0, 3] and list(t.n_labels) == [1, 1] and t.galaxy_slope[0] == -0.8
+    la = res.layers[0]
+    la.save(tmp_path / "one")
+    assert AtlasLayer.load(tmp_path / "one") == la
 
 
-def test_export_is_deterministic(pipeline, site, tmp_path):
-    assert run_cli(pipeline, tmp_path / "again") == 0
-    assert (tmp_path / "again" / "features.parquet").read_bytes() == (site / "features.parquet").read_bytes()
-    for layer in LAYERS:
-        name = f"data/layer_{layer}.js"
-        assert (tmp_path / "again" / name).read_bytes() == (site / name).read_bytes()
+@pytest.mark.parametrize("change,match", [
+    (dict(layout="mds"), "layout: expected one of umap, tsne, pca. Got 'mds' instead."),
+    (dict(seed=-1), "seed: expected an integer >= 0. Got -1 instead."),
+    (dict(top_cofiring=0), "top_cofiring: expected an integer >= 1"),
+    (dict(n_clusters=1), "n_clusters: expected an integer >= 2 or None. Got 1 instead."),
+    (dict(n_neighbors=1.5), "n_neighbors: expected an integer >= 2"),
+    (dict(affinity=""), "affinity: expected the name of a lobe affinity"),
+])
+def test_params_validate(change, match, tmp_path):
+    with pytest.raises(InputError, match=match):
+        build(synthetic_suite(), AtlasParams(**change), tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
-def test_bad_inputs_exit_2(pipeline, tmp_path, capsys):
-    from featuregeo.atlas.build import run_atlas
-
-    from featuregeo.cli import main
-
-    assert main(["atlas", str(pipeline / "saes"), "--out", str(tmp_path / "o"), "--lobes", str(tmp_path)]) == 2
-    assert "--lobes: no" in capsys.readouterr().err
-    assert main(["atlas", str(pipeline / "saes"), "--out", str(tmp_path / "o"), "--labels", str(tmp_path / "x.csv")]) == 2
-    with pytest.raises(InputError, match="--layout: expected one of"):
-        run_atlas(str(pipeline / "saes"), tmp_path / "o", layout="spiral")
-    with pytest.raises(InputError, match="--harvest: .* is not a directory"):
-        run_atlas(str(pipeline / "saes"), tmp_path / "o", harvest=tmp_path / "none")
-    with pytest.raises(InputError, match="--affinity: the lobes have no labels for 'dice'"):
-        run_atlas(str(pipeline / "saes"), tmp_path / "o", lobes=pipeline / "lobes", affinity="dice", layout="pca")
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium for the browser test)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                   args=["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"])
-    yield b
-    b.close()
+def test_checkpoint_reuses_and_recomputes_exactly_what_changed(built, tmp_path):
+    _, fresh = built
+    params = AtlasParams(layout="pca", n_clusters=3)
+    with Checkpoint(tmp_path / "ck") as ck:
+        first = build(synthetic_suite(), params, tmp_path / "a", inputs=synthetic_inputs(), checkpoint=ck)
+        assert ck.computed == ["layer_0", "layer_3"] and ck.reused == []
+    with Checkpoint(tmp_path / "ck") as ck:
+        again = build(synthetic_suite(), params, tmp_path / "b", inputs=synthetic_inputs(), checkpoint=ck)
+        assert ck.reused == ["layer_0", "layer_3"] and ck.computed == []
+    assert first == fresh and again == fresh
+    assert (tmp_path / "a" / "features.parquet").read_bytes() == (tmp_path / "b" / "features.parquet").read_bytes()
+    with Checkpoint(tmp_path / "ck") as ck:  # another label at layer 3: only layer 3 recomputed
+        other = build(synthetic_suite(), params, tmp_path / "c", inputs=synthetic_inputs("new"), checkpoint=ck)
+        assert ck.reused == ["layer_0"] and ck.computed == ["layer_3"]
+    assert other.layer(3).labels == {1: "new"}
+    with Checkpoint(tmp_path / "ck") as ck:  # another source: both recomputed
+        build(synthetic_suite(shift=0.01), params, tmp_path / "d", inputs=synthetic_inputs("new"), checkpoint=ck)
+        assert ck.computed == ["layer_0", "layer_3"]
+    with Checkpoint(tmp_path / "ck") as ck:  # another parameter: both recomputed, layout changes
+        fewer = build(synthetic_suite(), params.replace(top_cofiring=2), tmp_path / "e", inputs=synthetic_inputs(),
+                       checkpoint=ck)
+        assert ck.computed == ["layer_0", "layer_3"]
+    assert fewer.layer(0).cofire.shape == (N_SYN - 1, 2)
+    np.testing.assert_array_equal(fewer.layer(0).cofire, fresh.layer(0).cofire[:, :2])
 
 
-def open_page(browser, site, query=""):
-    # bypass_csp: the page's Content-Security-Policy must not be what keeps hostile labels inert (and
-    # Playwright's polling evaluates strings, which that policy forbids)
-    page = browser.new_page(viewport={"width": 1100, "height": 760}, bypass_csp=True)
-    events = {"dialogs": [], "errors": [], "requests": []}
-    page.on("dialog", lambda d: (events["dialogs"].append(d.message), d.dismiss()))
-    page.on("pageerror", lambda e: events["errors"].append(str(e)))
-    page.on("request", lambda r: events["requests"].append(r.url))
-    page.goto((site / "index.html").as_uri() + query)
-    page.wait_for_function("window.atlas && window.atlas.ready", timeout=30_000)
-    return page, events
+def with_layer0(**changes):
+    inputs = synthetic_inputs()
+    li = inputs.layers[0]
+    for k, v in changes.items():
+        setattr(li, k, v)
+    return inputs
 
 
-def test_site_in_headless_chromium(site, browser, tmp_path):
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(site / "features.parquet").to_pandas()
-    l2 = t[t.layer == 2].reset_index(drop=True)
-    page, ev = open_page(browser, site)
-    assert page.evaluate("atlas.renderer") == "webgl"
-    assert page.evaluate("atlas.layer") == 2 and page.evaluate("atlas.renderedCount") == len(l2)
-    assert page.get_attribute("#gl", "data-rendered-count") == str(len(l2))
-
-    # search by label: the hostile labels are listed and shown literally, nothing runs
-    page.fill("#search", "alert")
-    item = page.locator("#results button").first
-    assert item.text_content() == f"0 — {XSS_SCRIPT}"
-    item.click()
-    assert page.locator("#panel h2").text_content() == "Feature 0"
-    assert page.locator("#panel .label").text_content() == XSS_SCRIPT
-    page.fill("#search", "onerror")
-    page.locator("#results button").first.click()
-    assert page.locator("#panel .label").text_content() == XSS_IMG
-    page.fill("#search", "window.__xss2")
-    page.locator("#results button").first.click()
-    assert page.locator("#panel .label").text_content() == XSS_CLOSE
-    assert page.locator("#panel img, #results img, #tip img").count() == 0
-    assert page.evaluate("[window.__xss, window.__xss2]") == [None, None]
-    assert ev["dialogs"] == [] and ev["errors"] == []
-
-    # find an isolated feature by id, then click it on the map
-    xy = l2[["x", "y"]].to_numpy()
-    d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    target = int(l2.id[int(np.argmax(d.min(1)))])
-    page.fill("#search", str(target))
-    page.press("#search", "Enter")
-    assert page.evaluate("atlas.selectedId") == target
-    page.keyboard.press("Escape")  # clear the selection; the view stays centred on the target
-    assert page.evaluate("atlas.selectedId") is None and "Click a point" in page.locator("#panel").text_content()
-    pos = page.evaluate(f"atlas.screenPosition({target})")
-    page.mouse.click(pos["x"], pos["y"])
-    assert page.evaluate("atlas.selectedId") == target
-    panel = page.locator("#panel").text_content()
-    row = l2[l2.id == target].iloc[0]
-    norm_text = page.evaluate(f"Number({float(row.norm)!r}).toPrecision(4)")
-    lobe_text = "–" if row.lobe_3 != row.lobe_3 else str(int(row.lobe_3))
-    assert f"Feature {target}" in panel and f"norm{norm_text}" in panel and f"lobe (k=3){lobe_text}" in panel
-    assert "firing frequency" in panel and "top co-firing" in panel
-    href = page.locator("#panel a").get_attribute("href")
-    assert href == f"https://www.neuronpedia.org/tiny-model/2-res-test/{target}"
-
-    # crystals: feature 0 is in two; drawing them on demand; galaxy figure shown
-    page.evaluate("atlas.selectId(0, true)")
-    assert "parallelogram #1" in page.locator("#panel").text_content()
-    page.check("#crystals")
-    assert page.locator("#galaxy img").first.evaluate("im => im.complete && im.naturalWidth > 0")
-    shot = tmp_path / "atlas.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-
-    # layer selector and Neuronpedia-export labels of layer 5
-    page.select_option("#layer", "5")
-    page.wait_for_function("atlas.layer === 5")
-    assert page.evaluate("atlas.renderedCount") == int((t.layer == 5).sum())
-    page.fill("#search", "planted np")
-    assert page.locator("#results button").first.text_content() == "3 — planted np label"
-    assert all(u.startswith("file://") for u in ev["requests"]), ev["requests"]
-    assert ev["dialogs"] == [] and ev["errors"] == []
-    page.close()
+@pytest.mark.parametrize("inputs,match", [
+    (with_layer0(firing=FiringInput(np.ones((5, 2048), np.uint8), "h", sae=SaeIdentity(n_features=2048), origin="--harvest H")),
+     "--harvest H: layer 0 was computed on an SAE with 2048 features but the SAE has 60"),
+    (with_layer0(firing=FiringInput(lambda: np.ones((5, 2048), np.uint8), "h", origin="--harvest H")),
+     "--harvest H: layer 0 firing has 2048 feature columns but the SAE \\(synthetic\\) has 60 features"),
+    (with_layer0(galaxy=GalaxyInput(np.ones(3), slope=-1.0, sae=SaeIdentity(N_SYN, D_SYN, source="other"), origin="--galaxy G")),
+     "--galaxy G: layer 0 was computed on an SAE with source 'other' but the SAE is 'synthetic'"),
+    (with_layer0(galaxy=GalaxyInput(np.ones(3), sae=SaeIdentity(N_SYN, 640))),
+     "galaxy: layer 0 was computed on an SAE with d_model 640 but the SAE has d_model 24"),
+    (with_layer0(lobes=LobesInput(np.array([1, 99]), {"phi": {2: np.array([0, 1])}}, origin="--lobes L")),
+     "--lobes L: layer 0 has feature id 99 but the SAE \\(synthetic\\) has 60 features"),
+    (with_layer0(lobes=LobesInput(np.array([1, 2]), {"phi": {2: np.array([0, 1, 1])}})),
+     "lobes: layer 0 labels for 'phi', k=2 have shape \\(3,\\) but there are 2 feature ids"),
+    (with_layer0(lobes=LobesInput(np.array([1, 2]), {"dice": {2: np.array([0, 1])}})),
+     "--affinity: lobes has no lobes for 'phi' at layer 0; expected one of \\['dice'\\]"),
+    (with_layer0(crystals=CrystalsInput([Crystal(1, 0, 1, 2, 300, 0.9, "parallelogram")], origin="--atoms A")),
+     "--atoms A: layer 0 has a crystal with feature id 300 but the SAE \\(synthetic\\) has 60 features"),
+])
+def test_mismatched_inputs_are_refused_before_any_layer_is_computed(inputs, match, tmp_path):
+    with Checkpoint(tmp_path / "ck") as ck:
+        with pytest.raises(InputError, match=match):
+            build(synthetic_suite(), AtlasParams(layout="pca"), tmp_path / "o", inputs=inputs, checkpoint=ck)
+        if "firing has" not in match:  # the column count of an unrecorded harvest is known only once read
+            assert ck.computed == []
 
 
-def test_canvas2d_fallback_when_webgl_is_missing(site, playwright):
-    """A browser without WebGL draws the same points with Canvas2D."""
-    n = int(json.loads((site / "atlas.json").read_text())["layers"][0]["n_features"])
-    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                   args=["--no-sandbox", "--disable-webgl", "--disable-3d-apis"])
-    try:
-        page, ev = open_page(b, site)
-        assert page.evaluate("[atlas.renderer, atlas.renderedCount, atlas.errors]") == ["canvas2d", n, []]
-        page.fill("#search", "alert")
-        page.press("#search", "Enter")
-        assert page.locator("#panel .label").text_content() == XSS_SCRIPT and ev["dialogs"] == []
-    finally:
-        b.close()
+def test_out_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="out: .*f is a file; expected a directory"):
+        build(synthetic_suite(), AtlasParams(layout="pca"), tmp_path / "f")
+    with pytest.raises(InputError, match="lies under a file"):
+        build(synthetic_suite(), AtlasParams(layout="pca"), tmp_path / "f" / "sub")

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from featuregeo.cli.common import bad, fit_ranks, int_list, log  # noqa: F401
+from featuregeo.cli.common import log
 
 
 def cmd_atlas(args) -> int:
+    from featuregeo.atlas import AtlasParams
     from featuregeo.core.util import parse_layers
+    from featuregeo.pipeline import atlas as pipeline
 
     t0 = time.perf_counter()
-    from featuregeo.pipeline import atlas as pipeline
-    res = pipeline.run(args.source, Path(args.out), layers=parse_layers(args.layers), lobes=args.lobes,
-                            atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or (),
-                            layout=args.layout, affinity=args.affinity, seed=args.seed)
-    r = res["result"]
-    print(f"atlas: {len(r.layers)} layers, {r.n_features} features -> {res['index']}")
+    params = AtlasParams(layout=args.layout, affinity=args.affinity, n_clusters=args.n_clusters, seed=args.seed,
+                         top_cofiring=args.top_cofiring, n_neighbors=args.n_neighbors)
+    res = pipeline.run(args.source, args.out, layers=parse_layers(args.layers), params=params, lobes=args.lobes,
+                       atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or ())
+    print(f"atlas: {len(res.layers)} layers, {res.n_features} features -> {args.out}/index.html")
     log(f"atlas: wrote {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
-
-
 
 
 def add(sub) -> None:
@@ -37,5 +35,9 @@ def add(sub) -> None:
                     help="label CSV/JSON files or Neuronpedia explanation exports (batch-N.jsonl.gz or a folder)")
     at.add_argument("--layout", choices=["umap", "tsne", "pca"], default="umap")
     at.add_argument("--affinity", default="phi", help="lobe affinity that colours the map (default phi)")
+    at.add_argument("--n-clusters", type=int, default=None,
+                    help="lobe partition (number of clusters) shown first (default: smallest k >= 8)")
+    at.add_argument("--top-cofiring", type=int, default=5, help="co-firing partners listed per feature (default 5)")
+    at.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbourhood size (default 15)")
     at.add_argument("--seed", type=int, default=0)
     at.set_defaults(func=cmd_atlas)

@@ -1,23 +1,293 @@
-"""Atlas pipeline: the static site and tables for a source."""
+"""Atlas pipeline: source + other analyses' output directories -> the static site and tables.
+
+The adapters here (:func:`lobes_inputs`, :func:`crystal_inputs`, :func:`galaxy_inputs`,
+:func:`harvest_inputs`, :func:`label_inputs`) are the only code that reads other analyses' files
+for the atlas; each turns what one analysis wrote into the typed records of
+:mod:`featuregeo.atlas.inputs` (with the SAE identity the analysis recorded, so the atlas can
+refuse inputs of another SAE).  A file that cannot be read is a one-line
+:class:`~featuregeo.core.errors.InputError` naming it.
+
+Output: see :data:`featuregeo.atlas.FILES` (``OUT/index.html`` is the site); resumable through
+``OUT/.checkpoint`` (one unit per layer).
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
-from featuregeo.pipeline.common import log
+import numpy as np
+
+from featuregeo.atlas import (AtlasInputs, AtlasParams, AtlasResult, Crystal, CrystalsInput, FiringInput, GalaxyInput,
+                              LayerInputs, LobesInput, LobeSummary, SaeIdentity, build)
+from featuregeo.core.errors import InputError
+from featuregeo.core.util import file_fingerprint, fingerprint
+from featuregeo.pipeline.common import log, output_dir
+
+CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
 
 
-def run(source, out, *, layers=None, lobes=None, atoms=None, galaxy=None, harvest=None, labels=(),
-                      layout: str = "umap", affinity: str = "phi", seed: int = 0) -> dict:
-    """Feature atlas of a source (static site + tables) in ``out``; resumes finished layers.
+def _read_json(path: Path, flag: str, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{flag}: {path} does not exist; expected {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{flag}: {path} is not readable JSON ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:100]}); expected {what}") from None
 
-    Returns ``{"result": AtlasResult, "index": Path, "paths": {name: Path}}``.
+
+def _int_or_none(v) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# adapters: one per analysis, against the files those analyses write today
+# ----------------------------------------------------------------------------------------------
+def lobes_inputs(lobes_dir: str | Path, layer: int) -> LobesInput | None:
+    """``DIR/layer_L/lobes.json`` + ``lobes_labels.npz`` (``featuregeo lobes``) -> :class:`LobesInput`,
+    or None when the layer has no lobes."""
+    d = Path(lobes_dir) / f"layer_{layer}"
+    jpath, npath = d / "lobes.json", d / "lobes_labels.npz"
+    if not jpath.is_file():
+        return None
+    what = "the output of `featuregeo lobes`"
+    doc = _read_json(jpath, "--lobes", what)
+    try:
+        with np.load(npath, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        fids = np.asarray(arrays["feature_ids"], dtype=np.int64)
+        ks = [int(k) for k in np.asarray(arrays["n_clusters"]).tolist()]
+        labels = {k[len("labels_"):]: {kk: np.asarray(v[i], dtype=np.int32) for i, kk in enumerate(ks)}
+                  for k, v in arrays.items() if k.startswith("labels_") and v.ndim == 2 and v.shape[0] == len(ks)}
+        summaries = [LobeSummary(affinity=str(r["affinity"]), n_clusters=int(r["n_clusters"]),
+                                 n_lobes=_int_or_none(r.get("n_lobes")),
+                                 **{f: r.get(f) for f in ("ami", "ami_null_mean", "ami_sigma", "ami_p", "logreg_bal_acc",
+                                                          "logreg_sigma", "logreg_p", "genre_cramers_v")})
+                     for r in doc.get("records", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"--lobes: {npath} or {jpath.name} is damaged ({type(e).__name__}: {e}); expected {what}") from None
+    for s in summaries:  # NaN -> None (JSON has no NaN)
+        for f in ("ami", "ami_null_mean", "ami_sigma", "ami_p", "logreg_bal_acc", "logreg_sigma", "logreg_p",
+                  "genre_cramers_v"):
+            v = getattr(s, f)
+            setattr(s, f, None if v is None or not np.isfinite(float(v)) else float(v))
+    sae = SaeIdentity(n_features=_int_or_none(doc.get("n_features")), d_model=_int_or_none(doc.get("d_model")))
+    return LobesInput(feature_ids=fids, labels=labels, summaries=summaries, sae=sae, origin=f"--lobes {jpath}")
+
+
+def _crystal_files(d: Path) -> list[Path]:
+    return ([d / "crystals.csv"] if (d / "crystals.csv").is_file() else []) + sorted(d.glob("layer_*/crystals.csv"))
+
+
+def crystal_inputs(atoms_dir: str | Path) -> dict[int, CrystalsInput]:
+    """``DIR/crystals.csv`` and/or ``DIR/layer_L/crystals.csv`` (the atoms crystal search) ->
+    ``{layer: CrystalsInput}`` (duplicates across the two layouts are kept once)."""
+    d = Path(atoms_dir)
+    if not d.is_dir():
+        raise InputError(f"--atoms: {d} is not a directory; expected the output of the atoms crystal search")
+    files = _crystal_files(d)
+    if not files:
+        raise InputError(f"--atoms: no crystals.csv in {d} or {d}/layer_*/; expected the atoms output")
+    rows: dict[int, list[Crystal]] = {}
+    seen = set()
+    for f in files:
+        try:
+            with f.open(newline="", encoding="utf-8") as fh:
+                r = csv.DictReader(fh)
+                missing = [c for c in CRYSTAL_COLUMNS if c not in (r.fieldnames or [])]
+                if missing:
+                    raise InputError(f"--atoms: {f} misses columns {missing}; expected the header "
+                                     f"{','.join(CRYSTAL_COLUMNS)}")
+                for i, row in enumerate(r):
+                    try:
+                        layer = int(row["layer"])
+                        c = Crystal(rank=int(row["rank"]), **{k: int(row[k]) for k in "abcd"},
+                                    cosine=row["cosine"], kind=str(row["kind"]), length_ratio=row["length_ratio"],
+                                    score=row["score"])
+                    except (TypeError, ValueError):
+                        raise InputError(f"--atoms: {f} row {i + 2}: expected integer rank, layer and feature ids "
+                                         f"a-d. Got {dict(row)} instead.") from None
+                    key = (layer, c.a, c.b, c.c, c.d)
+                    if key not in seen:
+                        seen.add(key)
+                        rows.setdefault(layer, []).append(c)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise InputError(f"--atoms: {f} is not a readable CSV ({type(e).__name__}); expected crystals.csv") from None
+    return {L: CrystalsInput(rows=sorted(v, key=lambda c: c.rank), origin=f"--atoms {d}") for L, v in rows.items()}
+
+
+def galaxy_inputs(galaxy_dir: str | Path) -> dict[int, GalaxyInput]:
+    """``DIR/galaxy.json`` + ``DIR/spectra.npz`` (``featuregeo galaxy``) -> ``{layer: GalaxyInput}``."""
+    d = Path(galaxy_dir)
+    jpath = d / "galaxy.json"
+    what = "the output of `featuregeo galaxy`"
+    recs = _read_json(jpath, "--galaxy", what)
+    spath = d / "spectra.npz"
+    out: dict[int, GalaxyInput] = {}
+    try:
+        spectra = {}
+        if spath.exists():
+            with np.load(spath, allow_pickle=False) as z:
+                spectra = {k: z[k] for k in z.files}
+        if isinstance(recs, dict):
+            recs = recs.get("layers", [])
+        for r in recs:
+            layer = int(r["layer"])
+            prov = r.get("provenance") or {}
+            n_feat, n_exc = _int_or_none(r.get("n_features")), _int_or_none(r.get("n_excluded")) or 0
+            sae = SaeIdentity(n_features=None if n_feat is None else n_feat + n_exc, d_model=_int_or_none(r.get("d_model")),
+                              source=prov.get("source"), path=prov.get("path"), fingerprint=r.get("cloud_fingerprint"))
+            ev = spectra.get(f"layer_{layer}", r.get("eigenvalues") or [])
+            null = spectra.get(f"null_{layer}", r.get("null_eigenvalues"))
+            out[layer] = GalaxyInput(
+                eigenvalues=np.asarray(ev, dtype=np.float64), slope=r.get("slope"),
+                slope_ci=tuple(r["slope_ci"]) if r.get("slope_ci") else None,
+                fit_ranks=tuple(r["fit_ranks"]) if r.get("fit_ranks") else None, r2=r.get("r2"),
+                null_slope=r.get("null_slope"), entropy_excess=(r.get("entropy") or {}).get("excess"),
+                null_eigenvalues=None if null is None else np.asarray(null, dtype=np.float64),
+                sae=sae, origin=f"--galaxy {jpath}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"--galaxy: {jpath} or {spath.name} is damaged ({type(e).__name__}: {e}); expected {what}") from None
+    return out
+
+
+def galaxy_figures(galaxy_dir: str | Path) -> list[Path]:
+    """The suite-level figures of a galaxy directory (``galaxy_*.png``)."""
+    return sorted(p for p in Path(galaxy_dir).glob("galaxy_*.png") if not p.name.startswith("galaxy_layer_"))
+
+
+def open_harvest(harvest_dir: str | Path):
+    """:class:`featuregeo.io.harvest.Harvest`, with a damaged ``harvest.json`` as a one-line error naming it."""
+    from featuregeo.io.harvest import Harvest
+
+    d = Path(harvest_dir)
+    if not d.is_dir():
+        raise InputError(f"--harvest: {d} is not a directory; expected the output of `featuregeo harvest`")
+    try:
+        h = Harvest(d)
+        h.sae_layers  # noqa: B018 - the manifest's config must be complete
+    except InputError as e:
+        raise InputError(f"--harvest: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"--harvest: {d / 'harvest.json'} is damaged ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:100] if str(e) else ''}); expected the manifest written by "
+                         "`featuregeo harvest`") from None
+    return h
+
+
+def harvest_inputs(harvest, layer: int, cloud=None) -> FiringInput | None:
+    """One layer of a :class:`~featuregeo.io.harvest.Harvest` -> :class:`FiringInput` (read lazily),
+    or None when the harvest has no SAE at that layer.  ``cloud`` is not needed today; the SAE the
+    harvest recorded (feature count, d_model, and a source or fingerprint when present) is what
+    the atlas checks."""
+    if layer not in harvest.sae_layers:
+        return None
+    rec = (harvest.config.get("saes") or {}).get(str(layer)) or {}
+    sae = SaeIdentity(n_features=_int_or_none(rec.get("d_sae")), d_model=_int_or_none(harvest.manifest.get("d_model")),
+                      source=rec.get("source"), fingerprint=rec.get("fingerprint"))
+    shards = sorted((harvest.path / "shards").glob("shard_*.npz"))
+    fp = fingerprint(harvest.manifest.get("fingerprint"), int(layer), bool(harvest.manifest.get("complete")),
+                     [(p.name, p.stat().st_size) for p in shards])
+
+    def load():
+        try:
+            return harvest.firing(layer)
+        except InputError as e:
+            raise InputError(f"--harvest: {e}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"--harvest: {harvest.path}/shards is damaged ({type(e).__name__}); expected finished "
+                             "shards written by `featuregeo harvest`") from None
+
+    return FiringInput(matrix=load, fingerprint=fp, sae=sae, origin=f"--harvest {harvest.path}")
+
+
+def label_inputs(sources, layer: int, cloud) -> dict[int, str]:
+    """Labels of one layer from :class:`featuregeo.io.labels.LabelSources` (matched by Neuronpedia id)."""
+    return sources.for_layer(layer, cloud.provenance.neuronpedia_id)
+
+
+def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: Iterable = ()) -> AtlasInputs:
+    """All adapters together: an :class:`AtlasInputs` whose provider builds each layer's inputs on demand.
+
+    Directories are checked and small files (galaxy records, crystals, the harvest manifest) are
+    read here; lobes and labels per layer; firing only when a layer is computed.
     """
-    from featuregeo.atlas.build import run_atlas
+    from featuregeo.io.labels import LabelSources
 
-    out = Path(out)
-    res = run_atlas(source, out, layers=layers, lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest,
-                    labels=labels, layout=layout, affinity=affinity, seed=seed, progress=log)
-    return {"result": res, "index": out / "index.html", "paths": {k: out / v for k, v in res.files.items()}}
+    for flag, d in (("--lobes", lobes), ("--galaxy", galaxy), ("--atoms", atoms)):
+        if d is not None and not Path(d).is_dir():
+            raise InputError(f"{flag}: {d} is not a directory; expected the output of `featuregeo {flag[2:]}`")
+    label_src = LabelSources(labels)
+    crystals = crystal_inputs(atoms) if atoms is not None else {}
+    gal = galaxy_inputs(galaxy) if galaxy is not None else {}
+    h = open_harvest(harvest) if harvest is not None else None
+
+    def provider(layer: int, cloud) -> LayerInputs:
+        return LayerInputs(firing=None if h is None else harvest_inputs(h, layer, cloud),
+                           lobes=None if lobes is None else lobes_inputs(lobes, layer),
+                           crystals=crystals.get(layer), galaxy=gal.get(layer),
+                           labels=label_inputs(label_src, layer, cloud))
+
+    return AtlasInputs(provider=provider, figures=galaxy_figures(galaxy) if galaxy is not None else [])
 
 
+def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params: AtlasParams | None = None,
+        lobes: str | Path | None = None, atoms: str | Path | None = None, galaxy: str | Path | None = None,
+        harvest: str | Path | None = None, labels: Iterable[str | Path] = (),
+        progress: Callable[[str], None] | None = log) -> AtlasResult:
+    """The atlas of a source in ``out`` (static site + tables + ``atlas.json``); resumes finished layers.
+
+    Parameters
+    ----------
+    source : str or Suite
+        A source string (:func:`featuregeo.io.open_suite`) or an open suite.
+    out : path
+        Output directory; open ``out/index.html``.
+    layers : sequence of int, optional
+        Default: every layer of the source.
+    params : AtlasParams, optional
+    lobes, atoms, galaxy, harvest : path, optional
+        Output directories of ``featuregeo lobes`` (``DIR/layer_L``), the atoms crystal search
+        (``crystals.csv``), ``featuregeo galaxy`` and ``featuregeo harvest``.  Each must have been
+        computed on the same SAEs; a mismatch is refused.
+    labels : iterable of path
+        Label tables and Neuronpedia exports (:class:`featuregeo.io.labels.LabelSources`).
+    progress : callable, optional
+
+    Returns
+    -------
+    AtlasResult
+
+    Examples
+    --------
+    >>> run("default", "out/atlas", layers=[2], params=AtlasParams(layout="pca"))   # doctest: +SKIP
+    """
+    from featuregeo.core.checkpoint import Checkpoint
+    from featuregeo.io import open_suite
+
+    params = (params or AtlasParams()).validate()
+    out = output_dir(out)
+    if lobes is not None:
+        lob = Path(lobes)
+        if lob.is_dir() and not any(lob.glob("layer_*/lobes.json")):
+            raise InputError(f"--lobes: no {lob}/layer_L/lobes.json; expected the output of `featuregeo lobes`")
+    inputs = atlas_inputs(lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest, labels=labels)
+    if isinstance(source, (str, Path)):
+        suite = open_suite(str(source), list(layers) if layers is not None else None)
+    else:
+        suite = source.select(list(layers)) if layers is not None else source
+    if lobes is not None and not any((Path(lobes) / f"layer_{L}" / "lobes.json").is_file() for L in suite.layers):
+        raise InputError(f"--lobes: no {lobes}/layer_L/lobes.json for layers {suite.layers}; expected the output "
+                         "of `featuregeo lobes`")
+    with Checkpoint(out / ".checkpoint") as ck:
+        return build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
+
+
+__all__ = ["run", "atlas_inputs", "lobes_inputs", "crystal_inputs", "galaxy_inputs", "galaxy_figures",
+           "harvest_inputs", "label_inputs", "open_harvest"]

@@ -140,6 +140,7 @@
   }
   function defaultColour(d) {
     var ks = Object.keys(d.lobes).map(Number).sort(function (a, b) { return a - b; });
+    if (META.params.n_clusters && ks.indexOf(META.params.n_clusters) >= 0) return "lobe_" + META.params.n_clusters;
     var k = ks.filter(function (x) { return x >= 8; })[0] || ks[ks.length - 1];
     return k ? "lobe_" + k : (d.freq ? "freq" : "norm");
   }
