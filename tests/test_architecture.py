@@ -44,3 +44,37 @@ def test_no_module_is_a_big_room():
     """One module per responsibility: no file over 700 lines."""
     big = {mod: n for mod, p in _modules() if (n := len(p.read_text().splitlines())) > 700}
     assert not big, big
+
+
+ANALYSES = {"galaxy": "Galaxy", "lobes": "Lobes", "atoms": "Atoms", "layers": "Layers"}
+
+
+@pytest.mark.parametrize("name", sorted(ANALYSES))
+def test_every_analysis_follows_the_contract(name):
+    """analyze(inputs..., params, *, checkpoint=None, progress=None) -> <Name>Result, with <Name>Params."""
+    import inspect
+
+    from featuregeo.core.results import Params, Result
+
+    mod = importlib.import_module(f"featuregeo.tl.{name}")
+    cap = ANALYSES[name]
+    params_cls = getattr(mod, f"{cap}Params")
+    result_cls = getattr(mod, f"{cap}Result")
+    assert issubclass(params_cls, Params) and issubclass(result_cls, Result)
+    assert result_cls.kind == name
+    sig = inspect.signature(mod.analyze)
+    kinds = {p.name: p.kind for p in sig.parameters.values()}
+    assert "params" in kinds and kinds["params"] in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                     inspect.Parameter.POSITIONAL_ONLY)
+    for kw in ("checkpoint", "progress"):
+        assert kinds.get(kw) == inspect.Parameter.KEYWORD_ONLY, (name, kw)
+        assert sig.parameters[kw].default is None
+    params_cls().validate()  # the defaults are valid
+    pipe = importlib.import_module(f"featuregeo.pipeline.{name}")
+    assert callable(pipe.run)
+
+
+def test_no_legacy_result_base_left():
+    from featuregeo.core import results
+
+    assert not hasattr(results, "LegacyResult") and not hasattr(results, "register")

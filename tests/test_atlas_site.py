@@ -75,8 +75,11 @@ def _build_inputs(root, default_model):
                  block_len=32, threshold=0.5, batch_size=4, shard_blocks=8, max_blocks_per_doc=4, progress=False)
     firing = hv.firing(2)
     assert firing.shape[1] == N_FEATURES and 0 < firing.nnz < firing.shape[0] * N_FEATURES
-    lobes_pipeline.run(str(root / "saes"), str(root / "harvest"), root / "lobes", list(LAYERS), affinities=["phi"],
-                      n_clusters=[2, 3], n_permutations=10, logreg_null_repeats=2)
+    from featuregeo.tl.lobes import LobesParams
+
+    lobes_pipeline.run(str(root / "saes"), str(root / "harvest"), root / "lobes",
+                       LobesParams(affinities=("phi",), n_clusters=(2, 3), n_permutations=10, logreg_null_repeats=2),
+                       layers=list(LAYERS))
     galaxy_pipeline.run(str(root / "saes"), list(LAYERS), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)))
     atoms = root / "atoms"
     (atoms / "layer_5").mkdir(parents=True)
@@ -114,7 +117,7 @@ def test_tables_hold_the_inputs(pipeline, site, capsys):
 
     from featuregeo.io.harvest import Harvest
     from featuregeo.io import open_suite
-    from featuregeo.tl.lobes import LobeResult
+    from featuregeo.tl.lobes import LobesResult
 
     res = AtlasResult.load(site)
     assert [la.layer for la in res.layers] == list(LAYERS) and res.params.layout == "pca"
@@ -130,8 +133,8 @@ def test_tables_hold_the_inputs(pipeline, site, capsys):
         np.testing.assert_array_equal(rows.id, cloud.feature_ids)
         np.testing.assert_allclose(rows.norm, np.linalg.norm(cloud.vectors, axis=1), rtol=1e-5)
         np.testing.assert_allclose(rows.firing_frequency, h.feature_counts(layer)[rows.id] / h.n_blocks, rtol=1e-6)
-        lob = LobeResult.read(pipeline / "lobes" / f"layer_{layer}")
-        fids = lob.arrays["feature_ids"]
+        lob = LobesResult.load(pipeline / "lobes").layer(layer)
+        fids = lob.feature_ids
         got = rows.set_index("id").loc[fids, "lobe_3"].to_numpy()
         np.testing.assert_array_equal(got, lob.labels("phi", 3))
     lab = t[(t.layer == 2)].set_index("id").label
@@ -227,13 +230,13 @@ def test_broken_or_missing_inputs_exit_2(pipeline, tmp_path, capsys):
     fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json is damaged")
     (broken / "harvest.json").write_text("{}")
     fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json is damaged")
-    (broken / "layer_2" / "lobes.json").write_text("[1, 2")
-    fails(capsys, [saes, "--out", out, "--lobes", broken], r"--lobes: .*layer_2/lobes.json is not readable JSON")
+    (broken / "lobes.json").write_text("[1, 2")
+    fails(capsys, [saes, "--out", out, "--lobes", broken], r"--lobes: .*broken/lobes.json: not a readable lobes result")
     (broken / "galaxy.json").write_text("\x00garbage")
     fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*broken/galaxy.json is not readable JSON")
     (broken / "galaxy.json").write_text('[{"layer": "two"}]')
     fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*galaxy.json or spectra.npz is damaged")
-    fails(capsys, [saes, "--out", out, "--lobes", tmp_path], r"--lobes: no .*layer_L/lobes.json")
+    fails(capsys, [saes, "--out", out, "--lobes", tmp_path], r"--lobes: .*lobes.json: no lobes result here")
     fails(capsys, [saes, "--out", out, "--labels", tmp_path / "x.csv"], r"--labels: .*x.csv does not exist")
     fails(capsys, [saes, "--out", out, "--harvest", tmp_path / "none"], r"--harvest: .*none is not a directory")
     fails(capsys, [saes, "--out", out, "--layout", "pca", "--lobes", pipeline / "lobes", "--affinity", "dice"],

@@ -49,36 +49,46 @@ def _int_or_none(v) -> int | None:
 # ----------------------------------------------------------------------------------------------
 # adapters: one per analysis, against the files those analyses write today
 # ----------------------------------------------------------------------------------------------
+def _lobes_result(lobes_dir: str | Path):
+    """The :class:`~featuregeo.tl.lobes.LobesResult` in ``DIR`` (read once per directory)."""
+    from featuregeo.tl.lobes import LobesResult
+
+    key = str(Path(lobes_dir).resolve())
+    if key not in _LOBES_CACHE:
+        _LOBES_CACHE.clear()
+        try:
+            _LOBES_CACHE[key] = LobesResult.load(lobes_dir)
+        except InputError as e:
+            raise InputError(f"--lobes: {e}") from None
+    return _LOBES_CACHE[key]
+
+
+_LOBES_CACHE: dict = {}
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not np.isfinite(float(v)) else float(v)
+
+
 def lobes_inputs(lobes_dir: str | Path, layer: int) -> LobesInput | None:
-    """``DIR/layer_L/lobes.json`` + ``lobes_labels.npz`` (``featuregeo lobes``) -> :class:`LobesInput`,
+    """``DIR/lobes.json`` (+ ``.npz``; ``featuregeo lobes``) -> :class:`LobesInput` for ``layer``,
     or None when the layer has no lobes."""
-    d = Path(lobes_dir) / f"layer_{layer}"
-    jpath, npath = d / "lobes.json", d / "lobes_labels.npz"
-    if not jpath.is_file():
+    res = _lobes_result(lobes_dir)
+    rec = next((x for x in res.layers if x.layer == layer), None)
+    if rec is None:
         return None
-    what = "the output of `featuregeo lobes`"
-    doc = _read_json(jpath, "--lobes", what)
-    try:
-        with np.load(npath, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        fids = np.asarray(arrays["feature_ids"], dtype=np.int64)
-        ks = [int(k) for k in np.asarray(arrays["n_clusters"]).tolist()]
-        labels = {k[len("labels_"):]: {kk: np.asarray(v[i], dtype=np.int32) for i, kk in enumerate(ks)}
-                  for k, v in arrays.items() if k.startswith("labels_") and v.ndim == 2 and v.shape[0] == len(ks)}
-        summaries = [LobeSummary(affinity=str(r["affinity"]), n_clusters=int(r["n_clusters"]),
-                                 n_lobes=_int_or_none(r.get("n_lobes")),
-                                 **{f: r.get(f) for f in ("ami", "ami_null_mean", "ami_sigma", "ami_p", "logreg_bal_acc",
-                                                          "logreg_sigma", "logreg_p", "genre_cramers_v")})
-                     for r in doc.get("records", [])]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"--lobes: {npath} or {jpath.name} is damaged ({type(e).__name__}: {e}); expected {what}") from None
-    for s in summaries:  # NaN -> None (JSON has no NaN)
-        for f in ("ami", "ami_null_mean", "ami_sigma", "ami_p", "logreg_bal_acc", "logreg_sigma", "logreg_p",
-                  "genre_cramers_v"):
-            v = getattr(s, f)
-            setattr(s, f, None if v is None or not np.isfinite(float(v)) else float(v))
-    sae = SaeIdentity(n_features=_int_or_none(doc.get("n_features")), d_model=_int_or_none(doc.get("d_model")))
-    return LobesInput(feature_ids=fids, labels=labels, summaries=summaries, sae=sae, origin=f"--lobes {jpath}")
+    labels: dict[str, dict[int, np.ndarray]] = {}
+    for aff, arr in rec.lobe_labels.items():
+        labels[aff] = {int(k): np.asarray(arr[i], dtype=np.int32) for i, k in enumerate(rec.n_clusters)}
+    summaries = [LobeSummary(affinity=str(r.affinity), n_clusters=int(r.n_clusters),
+                             n_lobes=_int_or_none(getattr(r, "n_lobes", None)),
+                             **{f: _finite(getattr(r, f, None)) for f in (
+                                 "ami", "ami_null_mean", "ami_sigma", "ami_p", "logreg_bal_acc", "logreg_sigma",
+                                 "logreg_p", "genre_cramers_v")})
+                 for r in rec.records]
+    sae = SaeIdentity(n_features=_int_or_none(rec.n_features), d_model=_int_or_none(rec.d_model))
+    return LobesInput(feature_ids=np.asarray(rec.feature_ids, dtype=np.int64), labels=labels, summaries=summaries,
+                      sae=sae, origin=f"--lobes {Path(lobes_dir) / 'lobes.json'}")
 
 
 def _crystal_files(d: Path) -> list[Path]:
@@ -274,17 +284,15 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     params = (params or AtlasParams()).validate()
     out = output_dir(out)
     if lobes is not None:
-        lob = Path(lobes)
-        if lob.is_dir() and not any(lob.glob("layer_*/lobes.json")):
-            raise InputError(f"--lobes: no {lob}/layer_L/lobes.json; expected the output of `featuregeo lobes`")
+        _lobes_result(lobes)  # readable, before any work
     inputs = atlas_inputs(lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest, labels=labels)
     if isinstance(source, (str, Path)):
         suite = open_suite(str(source), list(layers) if layers is not None else None)
     else:
         suite = source.select(list(layers)) if layers is not None else source
-    if lobes is not None and not any((Path(lobes) / f"layer_{L}" / "lobes.json").is_file() for L in suite.layers):
-        raise InputError(f"--lobes: no {lobes}/layer_L/lobes.json for layers {suite.layers}; expected the output "
-                         "of `featuregeo lobes`")
+    if lobes is not None and not any(x.layer in suite.layers for x in _lobes_result(lobes).layers):
+        raise InputError(f"--lobes: {lobes} has no lobes for layers {suite.layers}; expected the output "
+                         "of `featuregeo lobes` for some of them")
     with Checkpoint(out / ".checkpoint") as ck:
         return build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
 
