@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from featuregeo.io import corpus as C
+from featuregeo.io.corpus import builtin_sources as B
 from featuregeo.io.corpus import (Corpus, Document, blocks, builtin_corpus, file_corpus, folder_corpus,
                                is_held_out, load_corpus, split)
 from featuregeo.core.errors import InputError
@@ -37,11 +38,11 @@ def tokenizer():
 @pytest.fixture
 def no_prose(monkeypatch, tmp_path):
     """Point every prose source at nothing."""
-    monkeypatch.setattr(C, "FORTUNES_DIR", tmp_path / "no-fortunes")
-    monkeypatch.setattr(C, "GCIDE_FILE", tmp_path / "no-gcide.dict.dz")
-    monkeypatch.setattr(C, "PYDOC_GLOB", str(tmp_path / "no-doc*"))
-    monkeypatch.setattr(C, "PYDOC_PACKAGE", "featuregeo-no-such-package")
-    monkeypatch.setattr(C, "BIBLE_COMMAND", "featuregeo-no-such-bible")
+    monkeypatch.setattr(B, "FORTUNES_DIR", tmp_path / "no-fortunes")
+    monkeypatch.setattr(B, "GCIDE_FILE", tmp_path / "no-gcide.dict.dz")
+    monkeypatch.setattr(B, "PYDOC_GLOB", str(tmp_path / "no-doc*"))
+    monkeypatch.setattr(B, "PYDOC_PACKAGE", "featuregeo-no-such-package")
+    monkeypatch.setattr(B, "BIBLE_COMMAND", "featuregeo-no-such-bible")
 
 
 def test_builtin_genres_sizes_and_manifest(builtin):
@@ -112,7 +113,7 @@ def test_split_deterministic_disjoint(builtin):
     # stable across machines and versions: pinned assignments
     assert [is_held_out(f"python-stdlib:{n}", 0.1, seed=0) for n in ("os.py", "json/decoder.py")] == \
         [is_held_out(f"python-stdlib:{n}", 0.1, seed=0) for n in ("os.py", "json/decoder.py")]
-    assert C._doc_hash("bible-kjv:Ge1", 0) == int.from_bytes(
+    assert C.doc_hash("bible-kjv:Ge1", 0) == int.from_bytes(
         __import__("hashlib").blake2b(b"0\x00bible-kjv:Ge1", digest_size=8).digest(), "big")
     assert held.manifest["split"] == {"held_out": 0.1, "seed": 0}
     with pytest.raises(InputError, match="held_out: expected a fraction strictly between 0 and 1"):
@@ -239,7 +240,7 @@ def test_hub_dataset_offline_fails_fast(monkeypatch):
 
 
 def test_missing_source_recorded_and_named(monkeypatch, tmp_path):
-    monkeypatch.setattr(C, "FORTUNES_DIR", tmp_path / "no-fortunes")
+    monkeypatch.setattr(B, "FORTUNES_DIR", tmp_path / "no-fortunes")
     with pytest.warns(UserWarning, match=r"'fortunes' \(prose\) is missing.*apt-get install fortunes"):
         c = builtin_corpus(genres=["prose"])
     assert [m["source"] for m in c.manifest["missing"]] == ["fortunes"]
