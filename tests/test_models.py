@@ -141,6 +141,7 @@ def test_corpus_blocks_feed_the_residual_stream(lm):
     assert flat.shape == (5 * 32, 640) and torch.isfinite(flat).all()
 
 
+@pytest.mark.slow  # ~17 s: transformer-lens rebuilds the model
 def test_transformer_lens_wrapper_matches(lm):
     pytest.importorskip("transformer_lens")
     tl = as_transformer_lens(lm)

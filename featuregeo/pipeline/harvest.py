@@ -63,14 +63,12 @@ def prepare_corpus(corpus: str | Corpus, *, genre: str, split: str, held_out: fl
     return docs.interleaved() if order == "interleave" else docs
 
 
-def load_saes(source: str | None, layers: Iterable[int] | None) -> dict[int, Any]:
-    """The sae-lens SAEs of ``source`` (all its layers, or ``layers``); {} for None/'none'."""
-    if source in (None, "none"):
+def load_saes(suite) -> dict[int, Any]:
+    """The sae-lens SAEs (encoders included) of every layer of ``suite``; {} for None."""
+    if suite is None:
         return {}
-    from featuregeo.io import open_suite
     from featuregeo.io.saelens import load_sae
 
-    suite = open_suite(source, layers)
     return {layer: load_sae(suite.load(layer)) for layer in suite.layers}
 
 
@@ -125,8 +123,13 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
             raise InputError("--layers: SOURCE 'none' stores activations only; expected the layers to store")
         if layers:
             params = params.replace(layers=tuple(int(x) for x in layers)).validate()
+    suite = None
+    if source not in (None, "none"):
+        from featuregeo.io import open_suite
+
+        suite = open_suite(source, layers)  # the source string and its layers, checked without reading weights
     docs = prepare_corpus(corpus, genre=genre, split=split, held_out=held_out, order=order, seed=seed, progress=say)
-    saes = load_saes(source, layers)
+    saes = load_saes(suite)
     if isinstance(model, LoadedModel):
         loaded = model
     else:
