@@ -76,7 +76,7 @@ def test_harvest_then_lobes(model_loads, sae_folders, text_folder, tmp_path, cap
     assert "were already finished (resumed)" in capsys.readouterr().err and (hv / "harvest.json").read_bytes() == before
     out = tmp_path / "lobes"
     rc = main(["lobes", str(sae_folders), "--harvest", str(hv), "--out", str(out), "--layers", "2",
-               "--n-clusters", "2,3", "--permutations", "20", "--logreg-null", "3", "--affinities", "phi,jaccard"])
+               "--n-clusters", "2,3", "--permutations", "5", "--logreg-null", "2", "--affinities", "phi,jaccard"])
     err = capsys.readouterr()
     assert rc == 0, err.err
     assert any(p.suffix == ".json" for p in out.rglob("*")) and any(p.suffix == ".png" for p in out.rglob("*"))
