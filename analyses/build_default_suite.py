@@ -38,27 +38,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE_DIR = ROOT / "featuregeo" / "data" / "default_suite"
 
 
-def interleave_by_genre(corpus):
-    """Genres (and sources within a genre) in round-robin order: see ``Corpus.interleaved``."""
-    return corpus.interleaved()
-
-
 def stage_harvest(args, layers):
     from featuregeo.io.corpus import builtin_corpus
-    from featuregeo.io.harvest import harvest
+    from featuregeo.io.harvest import HarvestParams, harvest
     from featuregeo.io.models import load_model, set_threads
 
     set_threads(args.threads)
     model = load_model("default")
     corpus = builtin_corpus()
     train, held = corpus.split(args.held_out, seed=args.seed)
-    common = dict(layers=layers, block_len=256, batch_size=16, shard_blocks=64, store_activations=True,
-                  max_blocks_per_doc=args.max_blocks_per_doc)
+    params = HarvestParams(layers=tuple(layers), block_len=256, batch_size=16, shard_blocks=64, store_activations=True,
+                           max_blocks_per_doc=args.max_blocks_per_doc)
     t0 = time.perf_counter()
-    harvest(model, interleave_by_genre(held), args.work / "heldout", max_blocks=args.heldout_blocks,
-            corpus_name=f"builtin:heldout:{args.held_out}:{args.seed}", **common)
-    harvest(model, interleave_by_genre(train), args.work / "train", max_blocks=args.train_blocks,
-            corpus_name=f"builtin:train:{args.held_out}:{args.seed}", **common)
+    # genres (and sources within a genre) in round-robin order, so the max_blocks prefix is balanced
+    harvest(model, held.interleaved(), args.work / "heldout", params.replace(max_blocks=args.heldout_blocks),
+            progress=print)
+    harvest(model, train.interleaved(), args.work / "train", params.replace(max_blocks=args.train_blocks),
+            progress=print)
     print(f"harvest done in {time.perf_counter() - t0:.0f}s", flush=True)
 
 

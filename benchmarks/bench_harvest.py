@@ -5,6 +5,7 @@ layers, at batch 16 x 256.  SAEs: the shipped default suite when installed, else
 of the same width.  Also prints peak RSS.
 
     python benchmarks/bench_harvest.py [--blocks 64] [--layers 3,9,15]
+    python benchmarks/bench_harvest.py --small      # 16 blocks, 2 layers: a quick check that it runs
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ def main() -> int:
     ap.add_argument("--blocks", type=int, default=64)
     ap.add_argument("--layers", default="3,9,15")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--small", action="store_true", help="16 blocks, layers 3,9, batch 8 (seconds)")
     args = ap.parse_args()
+    if args.small:
+        args.blocks, args.layers, args.batch = 16, "3,9", 8
     import torch
 
     from featuregeo.io.corpus import blocks, builtin_corpus
-    from featuregeo.io.harvest import harvest
+    from featuregeo.io.harvest import HarvestParams, harvest
     from featuregeo.io.models import iter_residual_stream, load_model, set_threads
 
     set_threads(2)
@@ -63,8 +67,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fg-bench-harvest-"))
     try:
         t0 = time.perf_counter()
-        harvest(model, docs, tmp / "h", saes=saes, block_len=256, batch_size=args.batch, shard_blocks=args.batch * 2,
-                max_blocks=args.blocks, max_blocks_per_doc=2, progress=False)
+        params = HarvestParams(block_len=256, batch_size=args.batch, shard_blocks=args.batch * 2,
+                               max_blocks=args.blocks, max_blocks_per_doc=2)
+        harvest(model, docs, tmp / "h", params, saes=saes)
         t_h = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

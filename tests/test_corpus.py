@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from featuregeo.io import corpus as C
+from featuregeo.io.corpus import builtin_sources as B
 from featuregeo.io.corpus import (Corpus, Document, blocks, builtin_corpus, file_corpus, folder_corpus,
                                is_held_out, load_corpus, split)
 from featuregeo.core.errors import InputError
@@ -37,11 +38,11 @@ def tokenizer():
 @pytest.fixture
 def no_prose(monkeypatch, tmp_path):
     """Point every prose source at nothing."""
-    monkeypatch.setattr(C, "FORTUNES_DIR", tmp_path / "no-fortunes")
-    monkeypatch.setattr(C, "GCIDE_FILE", tmp_path / "no-gcide.dict.dz")
-    monkeypatch.setattr(C, "PYDOC_GLOB", str(tmp_path / "no-doc*"))
-    monkeypatch.setattr(C, "PYDOC_PACKAGE", "featuregeo-no-such-package")
-    monkeypatch.setattr(C, "BIBLE_COMMAND", "featuregeo-no-such-bible")
+    monkeypatch.setattr(B, "FORTUNES_DIR", tmp_path / "no-fortunes")
+    monkeypatch.setattr(B, "GCIDE_FILE", tmp_path / "no-gcide.dict.dz")
+    monkeypatch.setattr(B, "PYDOC_GLOB", str(tmp_path / "no-doc*"))
+    monkeypatch.setattr(B, "PYDOC_PACKAGE", "featuregeo-no-such-package")
+    monkeypatch.setattr(B, "BIBLE_COMMAND", "featuregeo-no-such-bible")
 
 
 def test_builtin_genres_sizes_and_manifest(builtin):
@@ -112,7 +113,7 @@ def test_split_deterministic_disjoint(builtin):
     # stable across machines and versions: pinned assignments
     assert [is_held_out(f"python-stdlib:{n}", 0.1, seed=0) for n in ("os.py", "json/decoder.py")] == \
         [is_held_out(f"python-stdlib:{n}", 0.1, seed=0) for n in ("os.py", "json/decoder.py")]
-    assert C._doc_hash("bible-kjv:Ge1", 0) == int.from_bytes(
+    assert C.doc_hash("bible-kjv:Ge1", 0) == int.from_bytes(
         __import__("hashlib").blake2b(b"0\x00bible-kjv:Ge1", digest_size=8).digest(), "big")
     assert held.manifest["split"] == {"held_out": 0.1, "seed": 0}
     with pytest.raises(InputError, match="held_out: expected a fraction strictly between 0 and 1"):
@@ -161,12 +162,14 @@ def test_folder_corpus(tmp_path):
     (tmp_path / "prose").mkdir()
     (tmp_path / "code" / "a.py").write_text("def f(x):\n    return x + 1\n")
     (tmp_path / "prose" / "b.txt").write_text("It was a dark and stormy night.")
-    (tmp_path / "prose" / "blob.txt").write_bytes(b"\x00\x01binary")   # skipped
-    (tmp_path / ".hidden.txt").write_text("secret")                    # skipped
-    c = load_corpus(tmp_path, genre="subfolder")
+    (tmp_path / "prose" / "blob.txt").write_bytes(b"\x00\x01binary")   # skipped and counted
+    (tmp_path / ".hidden.txt").write_text("secret")                    # ignored
+    with pytest.warns(UserWarning, match="skipped 1 files"):
+        c = load_corpus(tmp_path, genre="subfolder")
     assert sorted(c.doc_ids) == [f"{tmp_path.name}:code/a.py", f"{tmp_path.name}:prose/b.txt"]
     assert {d.doc_id.split(":")[1]: d.genre for d in c} == {"code/a.py": "code", "prose/b.txt": "prose"}
-    flat = folder_corpus(tmp_path, genre="mixed", name="mine")
+    with pytest.warns(UserWarning, match="skipped 1 files"):
+        flat = folder_corpus(tmp_path, genre="mixed", name="mine")
     assert {d.genre for d in flat} == {"mixed"} and flat.manifest["sources"][0]["source"] == "mine"
     assert flat.manifest["sources"][0]["bytes"] == sum(len(d.text.encode()) for d in flat)
 
@@ -239,7 +242,7 @@ def test_hub_dataset_offline_fails_fast(monkeypatch):
 
 
 def test_missing_source_recorded_and_named(monkeypatch, tmp_path):
-    monkeypatch.setattr(C, "FORTUNES_DIR", tmp_path / "no-fortunes")
+    monkeypatch.setattr(B, "FORTUNES_DIR", tmp_path / "no-fortunes")
     with pytest.warns(UserWarning, match=r"'fortunes' \(prose\) is missing.*apt-get install fortunes"):
         c = builtin_corpus(genres=["prose"])
     assert [m["source"] for m in c.manifest["missing"]] == ["fortunes"]
@@ -254,3 +257,47 @@ def test_empty_genre_is_an_error(no_prose):
         with pytest.raises(InputError, match=r"genre 'prose' has no documents; expected at least one of: "
                                              r"Debian package python3.11-doc"):
             builtin_corpus(genres=["prose"])
+
+
+def test_non_utf8_files(tmp_path):
+    """A single file that is not UTF-8 is a one-line error naming it; a folder skips, counts and warns."""
+    latin = "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9.".encode("latin-1")
+    cases = {
+        "a.jsonl": b'{"text": "fine"}\n{"text": "' + latin + b'"}\n',
+        "b.json": b'[{"text": "' + latin + b'"}]',
+        "c.txt": latin,
+    }
+    for name, data in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(InputError, match=rf"{name}: not UTF-8 text \(.*byte 0xe9") as e:
+            load_corpus(p)
+        assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match=r"a.jsonl: not UTF-8 text \(line 2, byte 0xe9"):
+        load_corpus(tmp_path / "a.jsonl")
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfHello there.")
+    assert [d.text for d in load_corpus(bom)] == ["Hello there."]
+    folder = tmp_path / "folder"
+    (folder / "prose").mkdir(parents=True)
+    (folder / "prose" / "good.txt").write_text("Plain text.")
+    (folder / "prose" / "latin.txt").write_bytes(latin)
+    (folder / "prose" / "blob.txt").write_bytes(b"\x00\x01")
+    with pytest.warns(UserWarning, match=r"skipped 2 files that are not usable text \(1 binary, 1 not utf8"):
+        c = load_corpus(folder, genre="subfolder")
+    assert c.doc_ids == ["folder:prose/good.txt"]
+    assert c.manifest["skipped"] == {"binary": 1, "not_utf8": 1}
+    bad_parquet = tmp_path / "rows.parquet"
+    bad_parquet.write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match=r"rows.parquet: not a readable parquet file"):
+        load_corpus(bad_parquet)
+
+
+def test_corpus_fingerprint_is_content_and_order():
+    a = [Document("alpha beta", "s", "prose", "s:0"), Document("gamma", "s", "code", "s:1")]
+    c = Corpus(a)
+    assert c.fingerprint() == Corpus(list(a)).fingerprint()
+    assert c.fingerprint() != Corpus(a[::-1]).fingerprint()                       # order
+    assert c.fingerprint() != Corpus([a[0], Document("gamma!", "s", "code", "s:1")]).fingerprint()  # text
+    assert c.fingerprint() != Corpus([a[0], Document("gamma", "s", "prose", "s:1")]).fingerprint()  # genre
+    assert c.interleaved().fingerprint() != c.fingerprint()                       # code before prose

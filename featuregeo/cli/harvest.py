@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import time
 
-from featuregeo.cli.common import bad, fit_ranks, int_list, log  # noqa: F401
+from featuregeo.cli.common import log
+
+
+def params_from_args(args):
+    """The :class:`~featuregeo.io.harvest.HarvestParams` of the command line (``--shard-batches`` batches per shard)."""
+    from featuregeo.core.results import check_int
+    from featuregeo.io.harvest import HarvestParams
+
+    check_int("--shard-batches", args.shard_batches, minimum=1)
+    check_int("--batch-size", args.batch_size, minimum=1)
+    return HarvestParams(block_len=args.block_len, threshold=args.threshold, batch_size=args.batch_size,
+                         shard_blocks=args.batch_size * args.shard_batches, max_blocks=args.max_blocks,
+                         max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations)
 
 
 def cmd_harvest(args) -> int:
@@ -12,11 +24,9 @@ def cmd_harvest(args) -> int:
     from featuregeo.pipeline import harvest as pipeline
 
     t0 = time.perf_counter()
-    h = pipeline.run(None if args.source == "none" else args.source, args.out, model=args.model, corpus=args.corpus,
-                     genre=args.genre, split=args.split, held_out=args.held_out, order=args.order,
-                     layers=parse_layers(args.layers), block_len=args.block_len, threshold=args.threshold,
-                     batch_size=args.batch_size, shard_batches=args.shard_batches, max_blocks=args.max_blocks,
-                     max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations,
+    h = pipeline.run(None if args.source == "none" else args.source, args.out, params_from_args(args),
+                     model=args.model, corpus=args.corpus, genre=args.genre, split=args.split,
+                     held_out=args.held_out, order=args.order, layers=parse_layers(args.layers),
                      device=args.device, seed=args.seed)
     log(f"harvest: {h.n_blocks} blocks of {args.block_len} tokens, layers {h.layers} -> {args.out} "
         f"in {time.perf_counter() - t0:.0f}s")
@@ -29,7 +39,7 @@ def add(sub) -> None:
                    "'none' with --store-activations")
     h.add_argument("--model", default="default", help="model name or path (default: Gemma 3 270M, offline)")
     h.add_argument("--corpus", default="builtin", help="'builtin', a .jsonl/.json/.parquet/.txt file, a folder, "
-                   "or hf:NAME (online)")
+                   "or hf:NAME (online); text must be UTF-8 (a folder skips and counts other files)")
     h.add_argument("--genre", default="subfolder", help="for a folder corpus: a genre label for every file, or "
                    "'subfolder' to label each file by its first-level subfolder (default)")
     h.add_argument("--split", choices=["train", "heldout", "all"], default="heldout")
