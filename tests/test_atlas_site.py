@@ -48,7 +48,7 @@ def _build_inputs(root, default_model):
     from featuregeo.pipeline import lobes as lobes_pipeline
     from featuregeo.io.corpus import folder_corpus
     from featuregeo.tl.galaxy import GalaxyParams
-    from featuregeo.io.harvest import harvest
+    from featuregeo.io.harvest import HarvestParams, harvest
 
     saes = {}
     for layer in LAYERS:
@@ -71,8 +71,9 @@ def _build_inputs(root, default_model):
     (corpus_dir / "prose").mkdir()
     for i in range(3):
         (corpus_dir / "prose" / f"{i}.txt").write_text((prose + "\n") * (3 + i))
-    hv = harvest(default_model, folder_corpus(corpus_dir, genre="subfolder"), root / "harvest", saes=saes,
-                 block_len=32, threshold=0.5, batch_size=4, shard_blocks=8, max_blocks_per_doc=4, progress=False)
+    hv = harvest(default_model, folder_corpus(corpus_dir, genre="subfolder"), root / "harvest",
+                 HarvestParams(block_len=32, threshold=0.5, batch_size=4, shard_blocks=8, max_blocks_per_doc=4),
+                 saes=saes)
     firing = hv.firing(2)
     assert firing.shape[1] == N_FEATURES and 0 < firing.nnz < firing.shape[0] * N_FEATURES
     from featuregeo.tl.lobes import LobesParams

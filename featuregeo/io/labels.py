@@ -177,6 +177,8 @@ class LabelSources:
     paths : iterable of path
         CSV/TSV/JSON tables and Neuronpedia exports (files or directories), in priority order.
 
+    Notes
+    -----
     Each Neuronpedia export file is read once per Neuronpedia id asked for, and never again for ids
     it is known not to contain (exports usually hold one SAE each), so a suite reads each file about once.
     """
