@@ -228,9 +228,9 @@ def test_broken_or_missing_inputs_exit_2(pipeline, tmp_path, capsys):
     broken = tmp_path / "broken"
     (broken / "layer_2").mkdir(parents=True)
     (broken / "harvest.json").write_text("{not json")
-    fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json is damaged")
+    fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json: (not valid JSON|.*damaged)")
     (broken / "harvest.json").write_text("{}")
-    fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json is damaged")
+    fails(capsys, [saes, "--out", out, "--harvest", broken], r"--harvest: .*broken/harvest.json: (not valid JSON|.*damaged)")
     (broken / "lobes.json").write_text("[1, 2")
     fails(capsys, [saes, "--out", out, "--lobes", broken], r"--lobes: .*broken/lobes.json: not a readable lobes result")
     (broken / "galaxy.json").write_text("\x00garbage")

@@ -75,6 +75,9 @@ def test_result_save_load_round_trip_keeps_types(tmp_path):
     assert back.params == r.params and isinstance(back.params.ranks, tuple)
     assert isinstance(back.layers[0], ToyLayer) and isinstance(back.layers[0].estimate, ToyEstimate)
     assert back.layers[0].estimate.value == 1.5 and back.layers[1].estimate is None
+    nan = ToyResult(layers=[ToyLayer(1, np.zeros(1), ToyEstimate(float("nan")))])
+    nan.save(tmp_path / "nan")
+    assert np.isnan(ToyResult.load(tmp_path / "nan").layers[0].estimate.value)  # NaN survives (not None)
     np.testing.assert_array_equal(back.layers[0].spectrum, r.layers[0].spectrum)
     assert set(back.labels) == {2, 16} and back.labels[16].dtype == r.labels[16].dtype
     # the JSON holds no arrays, only references to the .npz

@@ -80,7 +80,8 @@ def _encode(value: Any, arrays: dict[str, np.ndarray] | None, path: str) -> Any:
 
 def _decode(tp: Any, value: Any, arrays: Any) -> Any:
     if value is None:
-        return None
+        # JSON has no NaN: a plain float field stored as null was NaN; an Optional field stays None
+        return float("nan") if tp is float else None
     if isinstance(value, dict) and _ARRAY_TAG in value:
         if arrays is None:
             raise InputError(f"result: array {value[_ARRAY_TAG]!r} is stored outside the JSON; expected the .npz beside it")
@@ -114,8 +115,6 @@ def _decode(tp: Any, value: Any, arrays: Any) -> Any:
         kt, vt = (args + (Any, Any))[:2] if args else (Any, Any)
         conv = int if kt is int else (lambda k: k)
         return {conv(k): _decode(vt, v, arrays) for k, v in value.items()}
-    if tp is float and value is None:
-        return float("nan")
     return value
 
 
