@@ -128,9 +128,9 @@ def matching(result: LayersResult, path: str | Path) -> Path:
     ax2.set_ylabel("features (all adjacent pairs)")
     ax2.legend(fontsize=7)
     lay = s.layers
-    slope = np.array([r.slope for r in lay], dtype=float)
-    lo = np.array([r.slope - r.slope_ci[0] if r.slope_ci else 0.0 for r in lay], dtype=float)
-    hi = np.array([r.slope_ci[1] - r.slope if r.slope_ci else 0.0 for r in lay], dtype=float)
+    slope = np.array([np.nan if r.slope is None else r.slope for r in lay], dtype=float)
+    lo = np.array([r.slope - r.slope_ci[0] if r.slope_ci and r.slope is not None else 0.0 for r in lay], dtype=float)
+    hi = np.array([r.slope_ci[1] - r.slope if r.slope_ci and r.slope is not None else 0.0 for r in lay], dtype=float)
     ax3.errorbar([r.layer for r in lay], slope, yerr=np.abs(np.vstack([lo, hi])), fmt="o-", ms=3, capsize=2)
     ax3.set_xlabel("SAE layer")
     ax3.set_ylabel("galaxy power-law slope" + (" (95% CI)" if any(r.slope_ci for r in lay) else ""))

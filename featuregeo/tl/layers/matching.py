@@ -108,8 +108,8 @@ class SaeLayer(Result):
     layer : int
     n_features : int
         Decoder rows kept (finite, non-zero).
-    slope : float
-        Power-law slope of the covariance eigenspectrum (NaN when the fit was impossible).
+    slope : float or None
+        Power-law slope of the covariance eigenspectrum (None when the fit was impossible).
     slope_ci : tuple of float or None
         95 % interval of the slope (None when the slope came from a galaxy result).
     slope_from : str
@@ -119,7 +119,7 @@ class SaeLayer(Result):
     kind = "sae_layer"
     layer: int = 0
     n_features: int = 0
-    slope: float = float("nan")
+    slope: float | None = None
     slope_ci: tuple[float, float] | None = None
     slope_from: str = "fit"
 
@@ -247,23 +247,24 @@ def match_features(a: np.ndarray, b: np.ndarray, *, thresholds: Sequence[float] 
     return out
 
 
-def layer_slope(cloud) -> SaeLayer:
+def layer_slope(cloud, layer: int | None = None) -> SaeLayer:
     """Galaxy power-law slope of one cloud (covariance eigenspectrum over the default rank window).
 
     Uses only :func:`featuregeo.tl.galaxy.covariance`, ``eigenspectrum`` and ``fit_power_law``; a
-    spectrum too short for the window gives ``slope = NaN`` with the reason in ``slope_from``.
+    spectrum too short for the window gives ``slope = None`` with the reason in ``slope_from``.
     """
     from featuregeo.tl.galaxy import covariance, eigenspectrum, fit_power_law
 
+    layer = int(cloud.layer or 0) if layer is None else int(layer)
     cov, n = covariance(cloud)
     ev = eigenspectrum(cov)
     try:
         fit = fit_power_law(ev)
     except InputError as e:
-        return SaeLayer(layer=int(cloud.layer or 0), n_features=int(n), slope=float("nan"), slope_ci=None,
+        return SaeLayer(layer=layer, n_features=int(n), slope=None, slope_ci=None,
                         slope_from=f"fit failed: {e}")
     ci = getattr(fit, "slope_ci", None)
-    return SaeLayer(layer=int(cloud.layer or 0), n_features=int(n), slope=float(fit.slope),
+    return SaeLayer(layer=layer, n_features=int(n), slope=float(fit.slope),
                     slope_ci=None if ci is None else (float(ci[0]), float(ci[1])), slope_from="fit")
 
 
@@ -319,7 +320,7 @@ def sae_geometry(suite: Suite, *, thresholds: Sequence[float] = DEFAULT_THRESHOL
                                       slope_ci=None, slope_from="galaxy"))
         else:
             fp = fingerprint("layers.sae_slope", cfp)
-            compute = (lambda c=cloud: layer_slope(c))
+            compute = (lambda c=cloud, L=L: layer_slope(c, L))
             per_layer.append(compute() if checkpoint is None
                              else checkpoint.result(f"sae_slope_{L}", fp, compute, SaeLayer))
         if prev is not None:
