@@ -340,14 +340,27 @@ def test_result_save_load_round_trip(rng, tmp_path):
     assert len(res.sae.rows()) == 1 and "null_persist@0.5" in res.sae.rows()[0]
 
 
-def test_result_figures_from_loaded_result(rng, tmp_path):
-    from featuregeo.pl import layers as plot
-    from featuregeo.tl.layers import LayersResult
+def test_cli_turns_flags_into_params_and_prints_the_summary(rng, tmp_path, capsys, monkeypatch):
+    import featuregeo.pipeline.layers as pipeline
+    from featuregeo.cli import main
+    from featuregeo.tl.layers import LayersParams
 
-    _synthetic_result(rng).save(tmp_path)
-    paths = plot.plot_all(LayersResult.load(tmp_path), tmp_path / "fig")
-    assert set(paths) == {"fig_cosine", "fig_cka", "fig_uas", "fig_ted", "fig_pruning", "fig_matching"}
-    assert all(p.stat().st_size > 0 for p in paths.values())
+    seen = {}
+
+    def fake_run(model, out, params, *, sae, galaxy):
+        seen.update(model=model, out=out, params=params, sae=sae, galaxy=galaxy)
+        return _synthetic_result(rng)
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    argv = ["layers", "--out", str(tmp_path), "--fast", "--prune-max", "1", "--measures", "cka,uas", "--seed", "3",
+            "--sae", "none", "--model", "m"]
+    assert main(argv) == 0
+    assert seen["params"] == LayersParams.fast(prune_max=1, measures=("cka", "uas"), seed=3)
+    assert (seen["model"], seen["sae"], seen["galaxy"]) == ("m", "none", None)
+    out = capsys.readouterr().out
+    assert "most redundant blocks" in out and "baseline loss 3.0000" in out and "random drop 1: 4.0000 ± -" in out
+    assert main(["layers", "--out", str(tmp_path), "--n-blocks", "40"]) == 0
+    assert seen["params"] == LayersParams(n_blocks=40)
 
 
 def test_read_galaxy_slopes_old_and_new_files(tmp_path):
