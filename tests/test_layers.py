@@ -1,5 +1,8 @@
-"""Layer comparison: arborescences, StructLens trees, tree distances, CKA, redundancy, SAE matching,
-pruning on the real model, and the resumable driver."""
+"""Layer comparison without a model: arborescences, StructLens trees, tree distances, CKA, redundancy,
+SAE matching with its rotation null, parameters, the result's round trip, SAE checkpoint units.
+
+The real-model parts (hooks, pruning loss, the whole analysis and its resume, the CLI) are in
+tests/test_hooks.py and tests/test_layers_pipeline.py."""
 
 from __future__ import annotations
 
@@ -168,9 +171,9 @@ def test_copied_layer_is_most_redundant_for_every_measure(rng):
     mats = similarity_matrices(acts, MEASURES)
     for m in MEASURES:
         red = redundancy(mats[m])
-        assert red[0]["block"] == 3, (m, red[:3])
-        assert red[0]["score"] == pytest.approx(1.0)
-        assert red[1]["score"] < 0.999
+        assert red[0].block == 3, (m, red[:3])
+        assert red[0].score == pytest.approx(1.0)
+        assert red[1].score < 0.999
     assert mats["ted_distance"][3, 4] == 0
     heads = sentence_trees(acts)
     assert heads.shape == (R, S, T) and np.array_equal(heads[3], heads[4])
@@ -197,12 +200,13 @@ def test_matching_recovers_planted_permutation_and_null_matches_little(rng):
     perm = rng.permutation(n)
     b = a[perm] + 0.05 * rng.standard_normal((n, d))
     m = match_features(a, b, thresholds=(0.5, 0.7, 0.9))
-    assert m["frac_persist"][1] > 0.99 and m["frac_appear"][1] < 0.01
-    assert m["frac_assigned"][2] > 0.99
-    assert np.array_equal(np.asarray(m["assignment"])[perm], np.arange(n))  # row i of b is a[perm[i]]
+    assert m.frac_persist[1] > 0.99 and m.frac_appear[1] < 0.01
+    assert m.frac_assigned[2] > 0.99
+    assert np.array_equal(m.assignment[perm], np.arange(n))  # row i of b is a[perm[i]]
+    assert m.best_hist.sum() == n and m.best_hist[-1] > 0.9 * n  # nearly all best cosines in the top bin
     null = match_features(a, b @ random_rotation(d, 3), thresholds=(0.5, 0.7, 0.9))
-    assert null["frac_persist"][1] < 0.02 and null["best_mean"] < 0.5
-    assert null["assigned_mean"] < 0.45 < 0.99 < m["assigned_mean"]
+    assert null.frac_persist[1] < 0.02 and null.best_mean < 0.5
+    assert null.assigned_mean < 0.45 < 0.99 < m.assigned_mean
     with pytest.raises(InputError, match="d_model"):
         match_features(a, b[:, :10])
 
@@ -222,112 +226,162 @@ def test_sae_geometry_planted_persistence_and_slopes(rng):
     b = a[rng.permutation(400)] + 0.02 * rng.standard_normal((400, d))  # layer 3 = layer 1 permuted
     c = rng.standard_normal((400, d))  # layer 4: new, unrelated features
     res = sae_geometry(_array_suite({1: a, 3: b, 4: c}), thresholds=(0.5, 0.9), seed=1)
-    p13, p34 = res["pairs"]
-    assert (p13["layer_a"], p13["layer_b"], p34["layer_a"], p34["layer_b"]) == (1, 3, 3, 4)  # adjacent = available
-    assert p13["frac_persist"][1] > 0.97 and p13["frac_assigned"][1] > 0.97
-    assert p34["frac_persist"][0] < 0.2 and p34["frac_appear"][0] > 0.8
-    assert p13["null"]["frac_persist"][1] < 0.01  # the rotated layer keeps its geometry but loses alignment
-    slopes = {r["layer"]: r["slope"] for r in res["layers"]}
+    p13, p34 = res.pairs
+    assert (p13.layer_a, p13.layer_b, p34.layer_a, p34.layer_b) == (1, 3, 3, 4)  # adjacent = available
+    assert p13.real.frac_persist[1] > 0.97 and p13.real.frac_assigned[1] > 0.97
+    assert p34.real.frac_persist[0] < 0.2 and p34.real.frac_appear[0] > 0.8
+    assert p13.null.frac_persist[1] < 0.01  # the rotated layer keeps its geometry but loses alignment
+    slopes = {r.layer: r.slope for r in res.layers}
     assert slopes[1] < -0.6 and slopes[3] == pytest.approx(slopes[1], abs=0.02) and slopes[4] > slopes[1] + 0.5
+    assert all(r.slope_from == "fit" and r.slope_ci[0] < r.slope < r.slope_ci[1] for r in res.layers)
+    # slopes given by the caller (from a galaxy.json) replace the fit for those layers only
+    given = sae_geometry(_array_suite({1: a, 3: b, 4: c}), thresholds=(0.5, 0.9), seed=1, slopes={3: -0.9})
+    assert [(r.slope_from, r.slope_ci is None) for r in given.layers] == [("fit", False), ("galaxy", True), ("fit", False)]
+    assert given.layers[1].slope == -0.9 and given.layers[0].slope == slopes[1]
+    assert given.pairs[0].null.frac_persist == p13.null.frac_persist  # the same seeded rotation
     with pytest.raises(InputError, match="at least 2 layers"):
         sae_geometry(_array_suite({1: a}))
 
 
+
+def test_sae_geometry_checkpoint_units_reuse_and_recompute(rng, tmp_path):
+    from featuregeo.core.checkpoint import Checkpoint
+    from featuregeo.tl.layers import sae_geometry
+
+    a, b = rng.standard_normal((80, 16)), rng.standard_normal((80, 16))
+    kw = dict(thresholds=(0.5, 0.9), null_assignment=False, seed=2)
+    with Checkpoint(tmp_path / "ck") as ck:
+        first = sae_geometry(_array_suite({1: a, 2: b}), checkpoint=ck, **kw)
+        assert sorted(ck.computed) == ["sae_match_1_2", "sae_slope_1", "sae_slope_2"] and not ck.reused
+    with Checkpoint(tmp_path / "ck") as ck:
+        again = sae_geometry(_array_suite({1: a, 2: b}), checkpoint=ck, **kw)
+        assert sorted(ck.reused) == ["sae_match_1_2", "sae_slope_1", "sae_slope_2"] and not ck.computed
+    assert again.to_dict() == first.to_dict()
+    b2 = b.copy()
+    b2[0] *= -1  # same shape and source name, other content: the units of layer 2 are recomputed
+    with Checkpoint(tmp_path / "ck") as ck:
+        changed = sae_geometry(_array_suite({1: a, 2: b2}), checkpoint=ck, **kw)
+        assert sorted(ck.computed) == ["sae_match_1_2", "sae_slope_2"] and ck.reused == ["sae_slope_1"]
+    fresh = sae_geometry(_array_suite({1: a, 2: b2}), **kw)
+    assert changed.to_dict() == fresh.to_dict() != first.to_dict()
+    with Checkpoint(tmp_path / "ck") as ck:  # other thresholds: the match is recomputed, the slopes reused
+        sae_geometry(_array_suite({1: a, 2: b2}), checkpoint=ck, **{**kw, "thresholds": (0.3, 0.9)})
+        assert ck.computed == ["sae_match_1_2"]
+
+
 # ---------------------------------------------------------------------------------------------
-# the real model: representations, pruning, restoration
+# parameters and the result
 
 
-@pytest.fixture(scope="module")
-def real_rows(default_model):
-    from featuregeo.io.corpus import builtin_corpus
+@pytest.mark.parametrize("changes, name", [
+    ({"measures": ("cosine", "svcca")}, "measures"), ({"measures": ()}, "measures"), ({"n_blocks": 1}, "n_blocks"),
+    ({"block_len": 3}, "block_len"), ({"loss_blocks": 0}, "loss_blocks"), ({"loss_block_len": 1}, "loss_block_len"),
+    ({"prune_max": -1}, "prune_max"), ({"random_drops": -2}, "random_drops"), ({"random_drops": 1.5}, "random_drops"),
+    ({"thresholds": (0.9, 0.5)}, "thresholds"), ({"thresholds": (0.5, 1.5)}, "thresholds"), ({"thresholds": ()}, "thresholds"),
+    ({"null_assignment": "yes"}, "null_assignment"), ({"seed": -1}, "seed"), ({"seed": True}, "seed"),
+])
+def test_params_validate_names_the_parameter(changes, name):
+    from featuregeo.tl.layers import LayersParams
 
-    corpus = builtin_corpus(sources=["python-stdlib"])
-    _, held = corpus.split(0.1)
-    tok = default_model.tokenizer
-    ids = tok(held[0].text + "\n" + held[1].text, add_special_tokens=False)["input_ids"]
-    body = np.asarray(ids[:64], dtype=np.int64).reshape(2, 32)
-    return np.hstack([np.full((2, 1), tok.bos_token_id), body])
-
-
-def _hooks(model):
-    from featuregeo.io.models import decoder_layers
-
-    return sum(len(b._forward_hooks) + len(b._forward_pre_hooks) for b in decoder_layers(model))
+    with pytest.raises(InputError, match=rf"^{name}: expected .*Got .* instead\.$"):
+        LayersParams(**changes).validate()
 
 
-def test_representations_match_residual_stream(default_model, real_rows):
-    from featuregeo.tl.layers import read_representations
-    from featuregeo.io.models import residual_stream
+def test_params_fast_preset_and_normalisation():
+    from featuregeo.tl.layers import LayersParams
 
-    reps = read_representations(default_model, real_rows)
-    assert reps.shape == (default_model.n_layers + 1, 2, 32, default_model.d_model)
-    ref = residual_stream(default_model, real_rows, [0, 9, 17], add_bos=False, drop_bos=True, as_numpy=True)
-    for L in (0, 9, 17):
-        np.testing.assert_allclose(reps[L + 1], ref[L], rtol=1e-5, atol=1e-3)
-    assert _hooks(default_model.model) == 0
-
-
-def test_pruning_loss_real_model_and_restoration(default_model, real_rows):
-    import torch
-
-    from featuregeo.tl.layers import heldout_loss, skip_blocks
-
-    base = heldout_loss(default_model, real_rows, chunk=24)  # chunks that do not divide the positions
-    ids = torch.as_tensor(real_rows)
-    with torch.inference_mode():
-        ref = default_model.model(input_ids=ids, labels=ids, use_cache=False).loss
-    assert base["loss"] == pytest.approx(float(ref), abs=1e-4)  # the unpruned loss, computed by transformers
-    assert base["n_tokens"] == 64
-    dropped = heldout_loss(default_model, real_rows, drop=[6])
-    assert dropped["loss"] > base["loss"] + 0.01
-    with pytest.raises(RuntimeError, match="boom"):
-        with skip_blocks(default_model, [3, 4]):
-            assert _hooks(default_model.model) == 2
-            raise RuntimeError("boom")
-    assert _hooks(default_model.model) == 0
-    again = heldout_loss(default_model, real_rows, chunk=24)
-    assert again["loss"] == base["loss"]  # restored exactly
-    with pytest.raises(InputError, match="out of range"):
-        heldout_loss(default_model, real_rows, drop=[default_model.n_layers])
+    p = LayersParams.fast(prune_max=1)
+    assert (p.n_blocks, p.prune_max, p.random_drops, p.null_assignment) == (12, 1, 2, False)
+    assert p.validate() is p
+    assert LayersParams(measures="cka,cosine,cka").measures == ("cka", "cosine")
+    assert LayersParams(thresholds=[0.5, 0.8]).thresholds == (0.5, 0.8)
+    assert LayersParams.from_dict(p.to_dict()) == p
+    assert p.fingerprint() != LayersParams.fast().fingerprint()
+    assert check_measures("cka,cosine") == ["cka", "cosine"]
 
 
-def test_run_layers_end_to_end_and_resume(default_model, tmp_path, rng):
-    from featuregeo.pl import layers as plot_layers
-    from featuregeo.io.corpus import builtin_corpus
-    from featuregeo.tl.layers import LayerResult, run_layers
+def _synthetic_result(rng):
+    from featuregeo.tl.layers import (HeldoutRows, LayersParams, LayersResult, PruningCheck, PruningRow,
+                                      RandomDropSummary, sae_geometry)
 
-    logs = []
-    a = rng.standard_normal((64, default_model.d_model))
-    suite = _array_suite({3: a, 4: a + 0.1 * rng.standard_normal(a.shape)})
-    kw = dict(sae=suite, n_blocks=3, block_len=12, loss_blocks=1, loss_block_len=12, prune_max=1, random_drops=2,
-              null_assignment=False, corpus=builtin_corpus(sources=["python-stdlib"]), progress=logs.append)
-    res = run_layers(default_model, tmp_path, **kw)
-    assert set(res.matrices) == {"cosine", "cka", "uas", "ted", "ted_distance"}
-    for m in MEASURES:
-        M = res.matrix(m)
-        assert M.shape == (19, 19) and np.allclose(M, M.T) and np.allclose(np.diag(M), 1)
-    assert [p["layer_a"] for p in res.sae["pairs"]] == [3]
-    assert res.pruning["table"][0]["loss"] > 0 and len(res.pruning["random"]) == 2
-    loaded = LayerResult.load(tmp_path / "layers.json")
-    assert loaded.matrices["cka"] == res.matrices["cka"]
-    paths = plot_layers.plot_all(loaded, tmp_path)
-    assert {"fig_cosine", "fig_pruning", "fig_matching"} <= set(paths) and all(p.stat().st_size > 0 for p in paths.values())
-    logs.clear()
-    res2 = run_layers(default_model, tmp_path, **kw)  # resumes: nothing recomputed
-    assert any("reused activations" in m for m in logs)
-    assert not any("matrix in" in m or "dropped:" in m for m in logs)
-    assert res2.pruning == res.pruning and res2.matrices == res.matrices
-    assert any("reused SAE" in m for m in logs)
-    with pytest.raises(InputError, match="prune_max"):
-        run_layers(default_model, tmp_path, prune_max=18)
-    with pytest.raises(InputError, match="n_blocks"):
-        run_layers(default_model, tmp_path, n_blocks=1)
+    R = 5
+    acts = np.cumsum(rng.standard_normal((R, 3, 8, 6)), axis=0)
+    mats = similarity_matrices(acts, MEASURES)
+    a = rng.standard_normal((40, 6))
+    sae = sae_geometry(_array_suite({2: a, 5: a[::-1] + 0.01}), thresholds=(0.5, 0.9), seed=0)
+    pr = PruningCheck(baseline=3.0, n_tokens=24, prune_max=1, n_blocks=R - 1,
+                      table=[PruningRow(method="cka", n_drop=1, dropped=[2], loss=3.5, delta=0.5)],
+                      random=[PruningRow(method="random", n_drop=1, dropped=[0], loss=4.0, delta=1.0, seed=0)],
+                      random_summary=[RandomDropSummary(n_drop=1, mean=4.0, std=None, n=1)])
+    data = HeldoutRows(corpus="x:heldout(0.1)", rows=rng.integers(0, 100, (3, 9)), loss_rows=rng.integers(0, 100, (1, 9)),
+                       genres=["code"] * 3, loss_genres=["prose"], doc_ids=["a", "b", "c"], loss_doc_ids=["d"])
+    return LayersResult(params=LayersParams(thresholds=(0.5, 0.9)), model="toy", labels=["embed", "0", "1", "2", "3"],
+                        matrices=mats, redundancy={m: redundancy(mats[m]) for m in MEASURES}, sae=sae, pruning=pr,
+                        data=data, seconds=1.5)
 
 
-def test_cli_rejects_bad_input_before_loading(tmp_path, capsys):
+def test_result_save_load_round_trip(rng, tmp_path):
+    from featuregeo.tl.layers import LayersResult
+
+    res = _synthetic_result(rng)
+    res.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"layers.json", "layers.npz", "layers.csv"}
+    back = LayersResult.load(tmp_path)
+    assert back.to_dict() == res.to_dict()
+    assert back.params == res.params and back.pruning == res.pruning and back.redundancy == res.redundancy
+    assert isinstance(back.matrices["cka"], np.ndarray) and np.array_equal(back.matrix("cka"), res.matrix("cka"))
+    assert isinstance(back.sae.pairs[0].real.best_hist, np.ndarray) and back.sae.layers == res.sae.layers
+    assert np.array_equal(back.data.rows, res.data.rows) and back.data.n_tokens == 3 * 8
+    table = back.table()  # one row per block, a score and a rank per measure
+    assert list(table["block"]) == [0, 1, 2, 3] and set(table["cka_rank"]) == {1, 2, 3, 4}
+    assert back.most_redundant("cka") == [res.redundancy["cka"][0].block]
+    with pytest.raises(InputError, match="measure"):
+        back.matrix("svcca")
+    assert len(res.sae.rows()) == 1 and "null_persist@0.5" in res.sae.rows()[0]
+
+
+def test_cli_turns_flags_into_params_and_prints_the_summary(rng, tmp_path, capsys, monkeypatch):
+    import featuregeo.pipeline.layers as pipeline
     from featuregeo.cli import main
+    from featuregeo.tl.layers import LayersParams
 
-    assert main(["layers", "--out", str(tmp_path), "--measures", "cosine,svcca"]) == 2
-    assert "measures" in capsys.readouterr().err
-    assert main(["layers", "--out", str(tmp_path), "--prune-max", "-1"]) == 2
-    assert "--prune-max" in capsys.readouterr().err
+    seen = {}
+
+    def fake_run(model, out, params, *, sae, galaxy):
+        seen.update(model=model, out=out, params=params, sae=sae, galaxy=galaxy)
+        return _synthetic_result(rng)
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    argv = ["layers", "--out", str(tmp_path), "--fast", "--prune-max", "1", "--measures", "cka,uas", "--seed", "3",
+            "--sae", "none", "--model", "m"]
+    assert main(argv) == 0
+    assert seen["params"] == LayersParams.fast(prune_max=1, measures=("cka", "uas"), seed=3)
+    assert (seen["model"], seen["sae"], seen["galaxy"]) == ("m", "none", None)
+    out = capsys.readouterr().out
+    assert "most redundant blocks" in out and "baseline loss 3.0000" in out and "random drop 1: 4.0000 ± -" in out
+    assert main(["layers", "--out", str(tmp_path), "--n-blocks", "40"]) == 0
+    assert seen["params"] == LayersParams(n_blocks=40)
+
+
+def test_read_galaxy_slopes_old_and_new_files(tmp_path):
+    import json
+
+    from featuregeo.pipeline.layers import read_galaxy_slopes
+
+    old = tmp_path / "old.json"  # the pre-contract file: a list of layer records
+    old.write_text(json.dumps([{"layer": 3, "slope": -0.8, "slope_ci": [-0.9, -0.7], "null_slope": -0.1},
+                               {"layer": 5, "slope": None}]))
+    assert read_galaxy_slopes(old) == {3: -0.8}
+    new = tmp_path / "g"
+    new.mkdir()
+    (new / "galaxy.json").write_text(json.dumps({"kind": "galaxy", "params": {"seed": 0}, "layers": [
+        {"layer": 3, "null": {"slope": -0.1}, "fit": {"slope": -0.75, "slope_ci": [-0.8, -0.7]}},
+        {"layer": 4, "slope": -0.6}]}))
+    assert read_galaxy_slopes(new) == {3: -0.75, 4: -0.6}  # the folder works too
+    for text, match in (("{", "not readable JSON"), ('{"layers": 3}', "list of layer records"),
+                        ('[{"layer": 1}]', "no layer record")):
+        old.write_text(text)
+        with pytest.raises(InputError, match=match):
+            read_galaxy_slopes(old)
+    with pytest.raises(InputError, match="no such file"):
+        read_galaxy_slopes(tmp_path / "missing.json")

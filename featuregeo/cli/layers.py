@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+import re
 
-from featuregeo.cli.common import bad, fit_ranks, int_list, log  # noqa: F401
+from featuregeo.cli.common import log
+
+FLAGS = ("measures", "n_blocks", "block_len", "loss_blocks", "loss_block_len", "prune_max", "random_drops", "seed")
+
+
+def params_from_args(args):
+    """LayersParams from the parsed flags (``--fast`` preset, then every flag given)."""
+    from featuregeo.tl.layers import LayersParams
+
+    changes = {k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None}
+    return LayersParams.fast(**changes) if args.fast else LayersParams(**changes)
+
+
+def _flagged(e: Exception) -> str:
+    """An InputError message with the parameter named as its flag (``prune_max:`` -> ``--prune-max:``)."""
+    msg = str(e)
+    m = re.match(r"([a-z_]+):", msg)
+    if m and m.group(1) in FLAGS:
+        msg = "--" + m.group(1).replace("_", "-") + msg[len(m.group(1)):]
+    return msg
 
 
 def cmd_layers(args) -> int:
+    from featuregeo.core.errors import InputError
     from featuregeo.pipeline import layers as pipeline
-    res = pipeline.run(args.model, args.out, sae=args.sae, fast=args.fast, seed=args.seed,
-                             measures=args.measures, galaxy=args.galaxy, n_blocks=args.n_blocks,
-                             block_len=args.block_len, loss_blocks=args.loss_blocks,
-                             loss_block_len=args.loss_block_len, prune_max=args.prune_max,
-                             random_drops=args.random_drops)
-    r = res["result"]
+    from featuregeo.pl.layers import figure_names
+
+    try:
+        params = params_from_args(args).validate()
+    except InputError as e:
+        raise InputError(_flagged(e)) from None
+    try:
+        r = pipeline.run(args.model, args.out, params, sae=args.sae, galaxy=args.galaxy)
+    except InputError as e:
+        raise InputError(_flagged(e)) from None
     for m, red in r.redundancy.items():
-        print(f"{m:>7}: most redundant blocks {[x['block'] for x in red[:3]]}")
-    if r.pruning:
-        p = r.pruning
-        print(f"pruning: baseline loss {p['baseline']:.4f} nats/token over {p['n_tokens']} tokens")
-        for row in p["table"]:
-            print(f"  {row['method']:>7} drop {row['n_drop']} {row['dropped']}: {row['loss']:.4f}")
-        for s in p["random_summary"]:
-            sd = "-" if s["std"] is None else f"{s['std']:.4f}"
-            print(f"   random drop {s['n_drop']}: {s['mean']:.4f} ± {sd} (n={s['n']})")
-    log(f"layers: wrote {', '.join(str(p) for p in res['paths'].values())}")
+        print(f"{m:>7}: most redundant blocks {[x.block for x in red[:3]]}")
+    p = r.pruning
+    if p is not None:
+        print(f"pruning: baseline loss {p.baseline:.4f} nats/token over {p.n_tokens} tokens")
+        for row in p.table:
+            print(f"  {row.method:>7} drop {row.n_drop} {row.dropped}: {row.loss:.4f}")
+        for s in p.random_summary:
+            mean = "-" if s.mean is None else f"{s.mean:.4f}"
+            sd = "-" if s.std is None else f"{s.std:.4f}"
+            print(f"   random drop {s.n_drop}: {mean} ± {sd} (n={s.n})")
+    names = ["layers.json", *figure_names(r).values()]
+    log(f"layers: wrote {', '.join(f'{args.out}/{n}' for n in names)}")
     return 0
-
-
 
 
 def add(sub) -> None:
