@@ -16,6 +16,54 @@ def default_model():
     return load_model("default", threads=2)
 
 
+HARVEST_LAYERS = (2, 7)
+
+
+def make_topk_saes(layers=HARVEST_LAYERS, seed: int = 0, d_sae: int = 128) -> dict:
+    """Real sae-lens TopK SAEs (d_in 640, k 8) with small random encoders, one per layer."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(seed)
+    out = {}
+    for L in layers:
+        sae = TopKSAE(TopKSAEConfig(d_in=640, d_sae=d_sae, k=8))
+        with torch.no_grad():
+            sae.W_enc.normal_(0, 0.01)
+        out[L] = sae
+    return out
+
+
+@pytest.fixture(scope="session")
+def harvest_docs():
+    """Three real documents: two stdlib modules (code) and a numpy docstring (prose)."""
+    import inspect
+    import sysconfig
+
+    from featuregeo.io.corpus import Document
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    code = [Document((stdlib / f).read_text(), "stdlib", "code", f) for f in ("json/decoder.py", "bisect.py")]
+    prose = [Document(inspect.getdoc(np.linalg.svd) * 2, "numpy-doc", "prose", "svd")]
+    return code + prose
+
+
+@pytest.fixture(scope="session")
+def harvest_saes():
+    return make_topk_saes()
+
+
+@pytest.fixture(scope="session")
+def small_harvest(default_model, harvest_docs, harvest_saes, tmp_path_factory):
+    """A finished harvest on the real model: 12 blocks x 32 tokens, layers 2 and 7, activations stored,
+    3 shards.  Shared by the session: read it, or copy it before changing it."""
+    from featuregeo.io.harvest import HarvestParams, harvest
+
+    params = HarvestParams(block_len=32, batch_size=4, shard_blocks=4, max_blocks=12, max_blocks_per_doc=4,
+                           store_activations=True)
+    return harvest(default_model, harvest_docs, tmp_path_factory.mktemp("hv") / "h", params, saes=harvest_saes)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded Generator."""

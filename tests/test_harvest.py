@@ -22,44 +22,27 @@ LAYERS = (2, 7)
 P = HarvestParams(block_len=32, batch_size=4, shard_blocks=4, max_blocks=12, max_blocks_per_doc=4)
 
 
+# the shared real-model fixtures live in conftest.py: default_model (as lm), harvest_docs, harvest_saes and
+# small_harvest (12 blocks x 32 tokens at layers 2 and 7, activations stored; copy it before damaging it)
 @pytest.fixture(scope="module")
 def lm(default_model):
     return default_model
 
 
 @pytest.fixture(scope="module")
-def docs():
-    import inspect
-    import sysconfig
+def docs(harvest_docs):
+    return harvest_docs
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    code = [Document((stdlib / f).read_text(), "stdlib", "code", f) for f in ("json/decoder.py", "bisect.py")]
-    prose = [Document(inspect.getdoc(np.linalg.svd) * 2, "numpy-doc", "prose", "svd")]
-    return code + prose
+
+@pytest.fixture(scope="module")
+def saes(harvest_saes):
+    return harvest_saes
 
 
 def make_saes(seed: int = 0) -> dict:
-    from sae_lens import TopKSAE, TopKSAEConfig
+    from conftest import make_topk_saes
 
-    torch.manual_seed(seed)
-    out = {}
-    for L in LAYERS:
-        sae = TopKSAE(TopKSAEConfig(d_in=640, d_sae=128, k=8))
-        with torch.no_grad():
-            sae.W_enc.normal_(0, 0.01)
-        out[L] = sae
-    return out
-
-
-@pytest.fixture(scope="module")
-def saes():
-    return make_saes()
-
-
-@pytest.fixture(scope="module")
-def small_harvest(lm, docs, saes, tmp_path_factory):
-    """A finished 12-block harvest with activations (3 shards); copy it before damaging it."""
-    return harvest(lm, docs, tmp_path_factory.mktemp("hv") / "h", P.replace(store_activations=True), saes=saes)
+    return make_topk_saes(LAYERS, seed)
 
 
 def test_firing_matches_direct_encoding(lm, docs, saes, small_harvest):
