@@ -184,12 +184,20 @@ def read_pair_file(path: str | Path) -> list[PairTask]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--pairs {p}: no such file; expected a .csv or .json file of word pairs")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"--pairs {p}: cannot be read ({e.strerror}); expected a readable .csv or .json file") from None
     stem = p.stem
     groups: dict[str, list] = {}
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            raise InputError(f"--pairs {p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                             "expected a UTF-8 encoded JSON file") from None
+        except ValueError as e:
             raise InputError(f"--pairs {p}: not valid JSON ({e}); expected a list of "
                              '{"input": ..., "output": ...}') from None
         items = data.items() if isinstance(data, dict) else [(stem, data)]
@@ -205,8 +213,14 @@ def read_pair_file(path: str | Path) -> list[PairTask]:
                 groups.setdefault(str(name), []).append((str(r["input"]), str(out)))
     elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
         delim = "\t" if p.suffix.lower() == ".tsv" else ","
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh, delimiter=delim) if r and any(c.strip() for c in r)]
+        try:
+            with open(p, newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.reader(fh, delimiter=delim) if r and any(c.strip() for c in r)]
+        except UnicodeDecodeError as e:
+            raise InputError(f"--pairs {p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                             "expected a UTF-8 encoded file of input,output rows") from None
+        except csv.Error as e:
+            raise InputError(f"--pairs {p}: not a readable CSV file ({e}); expected input,output[,task] rows") from None
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["input", "output"]:
             rows = rows[1:]
         for i, r in enumerate(rows):
