@@ -79,3 +79,20 @@ def test_bad_inputs(tmp_path):
         load_tasks([], [tmp_path / "x.txt", tmp_path / "x.txt"])
     with pytest.raises(InputError, match="test_fraction"):
         split_pairs(builtin_task("male-female"), 1.5)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("caf\xe9,caf\xe9s\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"--pairs .*latin1.csv: not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        read_pair_file(latin1)
+    js = tmp_path / "latin1.json"
+    js.write_bytes('[{"input": "caf\xe9", "output": "x"}]'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"--pairs .*latin1.json: not UTF-8 text"):
+        read_pair_file(js)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"a,b\x00\n")
+    try:
+        read_pair_file(nul)  # newer Python reads NUL bytes as text; older raise csv.Error
+    except InputError as e:
+        assert "nul.csv" in str(e) and "\n" not in str(e)
