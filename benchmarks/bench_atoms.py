@@ -18,7 +18,12 @@ import time
 
 from _common import gb, measure, peak_rss_bytes, set_threads
 
-from featuregeo.tl.atoms import CrystalParams, crystal_recall, find_crystals, planted_crystals
+from featuregeo.tl.atoms import (
+    CrystalParams,
+    crystal_recall,
+    find_crystals,
+    planted_crystals,
+)
 
 
 def main() -> None:

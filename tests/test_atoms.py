@@ -11,9 +11,20 @@ import pytest
 
 from featuregeo.core.errors import InputError
 from featuregeo.io.pairs import make_task
-from featuregeo.tl.atoms import (CRYSTAL_COLUMNS, CrystalParams, CrystalResult, MethodScore, SpaceScores,
-                                 analyze_pairs, build_pair_data, canonical_quadruple, crystal_null, crystal_recall,
-                                 find_crystals, planted_crystals)
+from featuregeo.tl.atoms import (
+    CRYSTAL_COLUMNS,
+    CrystalParams,
+    CrystalResult,
+    MethodScore,
+    SpaceScores,
+    analyze_pairs,
+    build_pair_data,
+    canonical_quadruple,
+    crystal_null,
+    crystal_recall,
+    find_crystals,
+    planted_crystals,
+)
 
 BRUTE = CrystalParams(backend="brute", max_results=100)
 
@@ -88,7 +99,7 @@ def test_crystal_rows_and_roundtrip(tmp_path, planted):
     res.save(tmp_path)
     with open(tmp_path / "crystals.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == list(CRYSTAL_COLUMNS) == "rank,layer,a,b,c,d,cosine,length_ratio,kind,score".split(",")
+    assert rows[0] == list(CRYSTAL_COLUMNS) == ["rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score"]
     assert len(rows) == 21 and all(r[1] == "4" and r[8] in ("parallelogram", "trapezoid") for r in rows[1:])
     assert [int(r[0]) for r in rows[1:]] == list(range(1, 21))
     back = CrystalResult.load(tmp_path)

@@ -12,8 +12,19 @@ from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.data import FeatureCloud, Suite
 from featuregeo.core.errors import InputError
 from featuregeo.tl import atoms
-from featuregeo.tl.atoms import (CRYSTAL_COLUMNS, AtomsLayer, AtomsParams, AtomsResult, CrystalParams, CrystalResult,
-                                 MethodScore, TaskSummary, crystal_recall, planted_crystals, word_vectors)
+from featuregeo.tl.atoms import (
+    CRYSTAL_COLUMNS,
+    AtomsLayer,
+    AtomsParams,
+    AtomsResult,
+    CrystalParams,
+    CrystalResult,
+    MethodScore,
+    TaskSummary,
+    crystal_recall,
+    planted_crystals,
+    word_vectors,
+)
 
 TASKS = ("male-female", "comparative", "superlative")
 PARAMS = AtomsParams(tasks=TASKS, max_pairs=12, max_quadruples=50,

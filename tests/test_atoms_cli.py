@@ -12,7 +12,7 @@ from featuregeo.cli import main
 
 @pytest.fixture
 def no_model(monkeypatch):
-    import featuregeo.io.models as models
+    from featuregeo.io import models
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the options were validated")

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from featuregeo.core.errors import InputError
-from featuregeo.io.pairs import BUILTIN_TASKS, builtin_task, load_tasks, make_task, read_pair_file, split_pairs
+from featuregeo.io.pairs import (
+    BUILTIN_TASKS,
+    builtin_task,
+    load_tasks,
+    make_task,
+    read_pair_file,
+    split_pairs,
+)
 
 
 def test_builtin_tasks_are_real_and_recorded():

@@ -19,10 +19,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from featuregeo.core.errors import InputError
 
@@ -266,7 +266,7 @@ def load_tasks(names: Sequence[str] | str | None = None, files: Sequence[str | P
 
 def pair_fraction(pair: tuple[str, str], seed: int = 0) -> float:
     """A number in [0, 1) from a hash of the pair and the seed (stable across runs and platforms)."""
-    h = hashlib.blake2b(f"{int(seed)}\x1f{pair[0]}\x1f{pair[1]}".encode("utf-8"), digest_size=8).digest()
+    h = hashlib.blake2b(f"{int(seed)}\x1f{pair[0]}\x1f{pair[1]}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0**64
 
 
@@ -290,5 +290,13 @@ def split_pairs(task: PairTask, test_fraction: float = 0.3, seed: int = 0
     return train, test
 
 
-__all__ = ["PairTask", "BUILTIN_TASKS", "make_task", "builtin_task", "read_pair_file", "load_tasks",
-           "pair_fraction", "split_pairs"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "PairTask",
+    "builtin_task",
+    "load_tasks",
+    "make_task",
+    "pair_fraction",
+    "read_pair_file",
+    "split_pairs",
+]

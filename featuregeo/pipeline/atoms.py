@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_text, parse_layers, say
@@ -118,4 +118,4 @@ def run(model, layers: Sequence[int] | str, out: str | Path, params=None, *, sae
     return result
 
 
-__all__ = ["run", "FAST", "fast_params", "crystals_csv"]
+__all__ = ["FAST", "crystals_csv", "fast_params", "run"]

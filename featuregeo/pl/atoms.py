@@ -173,4 +173,4 @@ def plot_all(result, out_dir) -> dict[int, dict[str, Path]]:
     return {rec.layer: plot_layer(rec, out / f"layer_{rec.layer}") for rec in result.layers}
 
 
-__all__ = ["FIGURES", "differences_2d", "scores_by_components", "crystal_examples", "plot_layer", "plot_all"]
+__all__ = ["FIGURES", "crystal_examples", "differences_2d", "plot_all", "plot_layer", "scores_by_components"]

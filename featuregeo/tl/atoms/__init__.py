@@ -21,8 +21,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,15 +32,45 @@ from featuregeo.core.errors import InputError
 from featuregeo.core.results import Params, Result, check_float, check_int
 from featuregeo.core.util import fingerprint, say
 from featuregeo.io.pairs import BUILTIN_TASKS, PairTask, load_tasks
-from featuregeo.tl.atoms.crystals import (CRYSTAL_COLUMNS, CrystalExample, CrystalParams, CrystalResult, Quadruples,
-                                          canonical_quadruple, crystal_null, crystal_recall, find_crystals,
-                                          planted_crystals)
-from featuregeo.tl.atoms.projections import (DEFAULT_REMOVE_PCS, Distractors, Embedding, MethodScore, SpaceScores,
-                                             analogy_accuracy, analyze_pairs, best_score, distractors,
-                                             evaluate_projections, fit_lda, pc_removal_map)
-from featuregeo.tl.atoms.vectors import (DEFAULT_TEMPLATE, MIN_PAIRS, PairData, SkippedTask, TaskSummary,
-                                         build_pair_data, cap_pairs, check_template, sae_reconstruct, task_words,
-                                         word_vectors)
+from featuregeo.tl.atoms.crystals import (
+    CRYSTAL_COLUMNS,
+    CrystalExample,
+    CrystalParams,
+    CrystalResult,
+    Quadruples,
+    canonical_quadruple,
+    crystal_null,
+    crystal_recall,
+    find_crystals,
+    planted_crystals,
+)
+from featuregeo.tl.atoms.projections import (
+    DEFAULT_REMOVE_PCS,
+    Distractors,
+    Embedding,
+    MethodScore,
+    SpaceScores,
+    analogy_accuracy,
+    analyze_pairs,
+    best_score,
+    distractors,
+    evaluate_projections,
+    fit_lda,
+    pc_removal_map,
+)
+from featuregeo.tl.atoms.vectors import (
+    DEFAULT_TEMPLATE,
+    MIN_PAIRS,
+    PairData,
+    SkippedTask,
+    TaskSummary,
+    build_pair_data,
+    cap_pairs,
+    check_template,
+    sae_reconstruct,
+    task_words,
+    word_vectors,
+)
 
 NULL_DESCRIPTION = "the same search on a Gaussian cloud with the rows' mean and covariance"
 
@@ -120,7 +151,7 @@ class AtomsParams(Params):
         object.__setattr__(self, "n_components", _as_tuple(self.n_components))
         object.__setattr__(self, "remove_pcs", _as_tuple(self.remove_pcs))
 
-    def validate(self) -> "AtomsParams":
+    def validate(self) -> AtomsParams:
         if self.tasks is not None:
             if not isinstance(self.tasks, tuple) or not all(isinstance(t, str) for t in self.tasks):
                 raise InputError(f"tasks: expected task names like ('male-female', 'comparative'). Got {self.tasks!r} instead.")

@@ -16,8 +16,9 @@ quadruples are numpy arrays (:class:`Quadruples`) and whose :meth:`CrystalResult
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class CrystalParams(Params):
     n_examples: int = 6
     seed: int = 0
 
-    def validate(self) -> "CrystalParams":
+    def validate(self) -> CrystalParams:
         check_choice("crystal mode", self.mode, MODES)
         check_choice("crystal backend", self.backend, BACKENDS)
         for name in ("k", "match_k", "max_results", "ann_dim", "pynndescent_above", "max_exhaustive"):
@@ -150,7 +151,7 @@ class Quadruples:
         return int(np.asarray(self.a).size)
 
     @classmethod
-    def empty(cls) -> "Quadruples":
+    def empty(cls) -> Quadruples:
         i, f = np.zeros(0, np.int64), np.zeros(0, np.float64)
         return cls(a=i, b=i.copy(), c=i.copy(), d=i.copy(), cosine=f, length_ratio=f.copy(),
                    kind=np.zeros(0, dtype="<U13"), score=f.copy())
@@ -536,8 +537,8 @@ def find_crystals(vectors: np.ndarray, params: CrystalParams | None = None, *, f
     examples = [_example(V, ids, (a[i], b[i], c[i], d[i]), cos[i], ratio[i]) for i in order[: params.n_examples]]
     say(progress, f"crystals: {len(cos)} matches ({how}), kept {len(order)}")
     return CrystalResult(params=params, quadruples=quads, examples=examples, n_features=int(n),
-                         n_candidate_pairs=int(len(pairs)), n_raw_matches=int(P.size), n_distinct=n_distinct,
-                         n_matches=int(len(cos)), backend=how, ann_dim=params.ann_dim if Vr is not None else None)
+                         n_candidate_pairs=len(pairs), n_raw_matches=int(P.size), n_distinct=n_distinct,
+                         n_matches=len(cos), backend=how, ann_dim=params.ann_dim if Vr is not None else None)
 
 
 def crystal_null(vectors: np.ndarray, params: CrystalParams | None = None, *, progress=None) -> CrystalResult:
@@ -598,6 +599,21 @@ def crystal_recall(result: CrystalResult, planted: Sequence[tuple[int, int, int,
     return sum(canonical_quadruple(*(int(x) for x in q)) in found for q in planted) / max(1, len(planted))
 
 
-__all__ = ["CRYSTAL_COLUMNS", "CrystalParams", "Quadruples", "CrystalExample", "CrystalResult", "canonical_quadruple",
-           "quad_geometry", "knn_pairs", "match_exhaustive", "match_pynndescent", "choose_backend", "prepare_rows",
-           "find_crystals", "crystal_null", "planted_crystals", "crystal_recall"]
+__all__ = [
+    "CRYSTAL_COLUMNS",
+    "CrystalExample",
+    "CrystalParams",
+    "CrystalResult",
+    "Quadruples",
+    "canonical_quadruple",
+    "choose_backend",
+    "crystal_null",
+    "crystal_recall",
+    "find_crystals",
+    "knn_pairs",
+    "match_exhaustive",
+    "match_pynndescent",
+    "planted_crystals",
+    "prepare_rows",
+    "quad_geometry",
+]

@@ -15,8 +15,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -418,6 +418,22 @@ def analyze_pairs(data: PairData, *, space: str = "residual", n_components: Sequ
     return SpaceScores(space=space, distractors=dis, methods=recs, embedding=emb)
 
 
-__all__ = ["DEFAULT_REMOVE_PCS", "METHODS", "Distractors", "MethodScore", "Embedding", "SpaceScores", "best_score",
-           "distractors", "fit_lda", "pc_removal_map", "analogy_accuracy", "score_space", "evaluate_projections",
-           "analyze_pairs", "principal_axes", "pearson", "finite_or_none"]
+__all__ = [
+    "DEFAULT_REMOVE_PCS",
+    "METHODS",
+    "Distractors",
+    "Embedding",
+    "MethodScore",
+    "SpaceScores",
+    "analogy_accuracy",
+    "analyze_pairs",
+    "best_score",
+    "distractors",
+    "evaluate_projections",
+    "finite_or_none",
+    "fit_lda",
+    "pc_removal_map",
+    "pearson",
+    "principal_axes",
+    "score_space",
+]

@@ -14,8 +14,9 @@ Only :func:`word_vectors` and :func:`sae_reconstruct` touch torch (through
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -191,7 +192,7 @@ class PairData:
         lens = np.array([len(w) for w in self.words], dtype=np.float64)
         return lens[self.b] - lens[self.a]
 
-    def with_vectors(self, X: np.ndarray) -> "PairData":
+    def with_vectors(self, X: np.ndarray) -> PairData:
         """The same pairs and split over other word vectors (e.g. SAE reconstructions)."""
         X = np.asarray(X, dtype=np.float32)
         if X.shape[0] != len(self.words):
@@ -271,5 +272,16 @@ def build_pair_data(tasks: Sequence[PairTask], words: Sequence[str], X: np.ndarr
                     n_tokens=np.asarray(n_tokens, dtype=np.int64), task_names=names, tasks=recs, skipped=skipped)
 
 
-__all__ = ["DEFAULT_TEMPLATE", "MIN_PAIRS", "check_template", "word_vectors", "sae_reconstruct", "TaskSummary",
-           "SkippedTask", "PairData", "task_words", "cap_pairs", "build_pair_data"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "MIN_PAIRS",
+    "PairData",
+    "SkippedTask",
+    "TaskSummary",
+    "build_pair_data",
+    "cap_pairs",
+    "check_template",
+    "sae_reconstruct",
+    "task_words",
+    "word_vectors",
+]
