@@ -101,6 +101,11 @@ def test_analyze_bad_inputs(default_model):
         atoms.analyze(default_model, None, PARAMS.replace(template="no placeholder"), layers=[3])
     with pytest.raises(InputError, match=r"layers: \[7\] are not in the SAE suite"):
         atoms.analyze(default_model, _suite(default_model.d_model)[0], PARAMS, layers=[7])
+    cloud = FeatureCloud.from_array(np.eye(8, default_model.d_model, dtype=np.float32), layer=3)
+    with pytest.raises(InputError, match="one FeatureCloud .* serves one layer"):
+        atoms.analyze(default_model, cloud, PARAMS, layers=[3, 5])
+    with pytest.raises(InputError, match="model: expected a LoadedModel"):
+        atoms.analyze("default", None, PARAMS, layers=[3])
 
 
 def test_pipeline_default_suite_files_and_resume(default_model, tmp_path):

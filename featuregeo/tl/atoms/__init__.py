@@ -320,12 +320,16 @@ class AtomsResult(Result):
 def _check_inputs(model, suite: Suite | FeatureCloud | None, params: AtomsParams, layers) -> tuple[list[int], Any]:
     from featuregeo.io.models import check_layers
 
+    if not (hasattr(model, "n_layers") and hasattr(model, "tokenizer")):
+        raise InputError(f"model: expected a LoadedModel (featuregeo.io.models.load_model). Got {type(model).__name__} "
+                         "instead.")
     if layers is None:
         raise InputError("layers: expected explicit layers like [3, 9, 15]. Got None instead.")
     layers = check_layers(model, layers)
     if isinstance(suite, FeatureCloud):
-        if suite.layer is not None and len(layers) == 1 and suite.layer != layers[0]:
-            raise InputError(f"suite: a cloud of layer {suite.layer}; expected layer {layers[0]}")
+        if len(layers) != 1 or (suite.layer is not None and suite.layer != layers[0]):
+            raise InputError(f"suite: one FeatureCloud (layer {suite.layer}) serves one layer; expected layers "
+                             f"[{suite.layer}] or a Suite. Got layers {layers} instead.")
         suite = Suite(layers, lambda _L, c=suite: c, name=suite.provenance.source)
     if suite is not None:
         missing = [L for L in layers if L not in suite]
