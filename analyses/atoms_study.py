@@ -6,7 +6,7 @@ SAE features than in a Gaussian cloud of the same shape?
         [--sae-space] [--max-pairs N]
 
 Prints one block per layer (numbers are whatever they are) and writes the usual ``featuregeo atoms``
-outputs under ``--out`` (one sub-directory per layer, resumable).
+outputs under ``--out`` (resumable: finished layers are reused).
 """
 
 from __future__ import annotations
@@ -14,33 +14,44 @@ from __future__ import annotations
 import argparse
 import sys
 
-from featuregeo.core.util import parse_layers
-from featuregeo.pipeline import atoms as atoms_pipeline
 from featuregeo.core.errors import InputError
+from featuregeo.pipeline import atoms as atoms_pipeline
+from featuregeo.tl.atoms import AtomsParams
 
 
 def _f(v, w=6):
     return f"{'-':>{w}}" if v is None else f"{v:>{w}.3f}"
 
 
-def report(result) -> None:
-    a = result
-    d = a.distractors
-    print(f"layer {a.layer} [{a.space}]: {a.n_pairs} pairs ({a.n_test} held out), tasks {len(a.task_names)}, "
-          f"skipped {[s['task'] for s in a.skipped]}")
-    print(f"  PC1 of differences: {d['explained_variance_ratio'][0]:.3f} of variance; r(PC1, d_chars) "
-          f"{d['pc1_r_chars']:+.3f} (Spearman {d['pc1_rho_chars']:+.3f}), r(PC1, d_tokens) {d['pc1_r_tokens']:+.3f}; "
-          f"PC most correlated with d_chars: PC{d['best_pc_chars']}")
+def report_space(layer: int, space: str, n_pairs: int, n_test: int, task_names, skipped, dis, methods) -> None:
+    print(f"layer {layer} [{space}]: {n_pairs} pairs ({n_test} held out), tasks {len(task_names)}, "
+          f"skipped {[s.task for s in skipped]}")
+    evr = dis.explained_variance_ratio
+    print(f"  PC1 of differences: {_f(float(evr[0]) if len(evr) else None)} of variance; r(PC1, d_chars) "
+          f"{_f(dis.pc1_r_chars)} (Spearman {_f(dis.pc1_rho_chars)}), r(PC1, d_tokens) {_f(dis.pc1_r_tokens)}; "
+          f"PC most correlated with d_chars: PC{dis.best_pc_chars}")
     print(f"  {'method':<11} {'k':>4} {'analogy':>8} {'task acc':>8} {'silhou.':>8} {'|r| PC1-chars':>13}  (held-out pairs)")
-    for r in a.methods:
-        print(f"  {r['method']:<11} {r['n_components']:>4} {_f(r['analogy_accuracy'], 8)} {_f(r['task_accuracy'], 8)} "
-              f"{_f(r['silhouette'], 8)} {_f(r.get('pc1_r_chars'), 13)}")
-    c = a.crystals
-    if "n_matches" in c:
-        print(f"  crystals: {c['n_matches']} quadruples with cosine >= {c['params']['min_cosine']} among "
-              f"{c['n_candidate_pairs']} candidate pairs of {c['n_features']} features; Gaussian null with the same "
-              f"covariance: {c['null_n_matches']} (top cosine {c['null_top_cosine']}); "
-              f"{c['n_parallelograms']} of the top {c['n_reported']} are parallelograms")
+    for r in methods:
+        print(f"  {r.method:<11} {r.n_components:>4} {_f(r.analogy_accuracy, 8)} {_f(r.task_accuracy, 8)} "
+              f"{_f(r.silhouette, 8)} {_f(r.pc1_r_chars, 13)}")
+
+
+def report(rec) -> None:
+    """One layer (:class:`~featuregeo.tl.atoms.AtomsLayer`): both spaces and the crystals."""
+    report_space(rec.layer, "residual", rec.n_pairs, rec.n_test, rec.task_names, rec.skipped, rec.distractors,
+                 rec.methods)
+    if rec.sae_space is not None:
+        report_space(rec.layer, "sae", rec.n_pairs, rec.n_test, rec.task_names, rec.skipped,
+                     rec.sae_space.distractors, rec.sae_space.methods)
+    c = rec.crystals
+    if c is not None:
+        null = rec.crystal_null
+        n_par = int((c.quadruples.kind == "parallelogram").sum())
+        null_text = (f"Gaussian null with the same covariance: {null.n_matches} (top cosine {_f(null.top_cosine)})"
+                     if null is not None else "no null run")
+        print(f"  crystals: {c.n_matches} quadruples with cosine >= {c.params.min_cosine} among "
+              f"{c.n_candidate_pairs} candidate pairs of {c.n_features} features; {null_text}; "
+              f"{n_par} of the top {len(c)} are parallelograms")
 
 
 def main(argv=None) -> int:
@@ -54,15 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        res = atoms_pipeline.run(args.model, parse_layers(args.layers), args.out, sae=args.sae, seed=args.seed,
-                                sae_space=args.sae_space, max_pairs=args.max_pairs)
+        params = AtomsParams(sae_space=args.sae_space, max_pairs=args.max_pairs, seed=args.seed)
+        res = atoms_pipeline.run(args.model, args.layers, args.out, params, sae=args.sae)
     except InputError as e:
         print(f"atoms_study: error: {e}", file=sys.stderr)
         return 2
-    for L, r in res.items():
-        report(r["atoms"])
-        if r["atoms_sae"] is not None:
-            report(r["atoms_sae"])
+    for rec in res.layers:
+        report(rec)
     return 0
 
 

@@ -8,6 +8,7 @@ one), and the exhaustive time is extrapolated to the full size (it grows as n^4)
 
     python benchmarks/bench_atoms.py                 # full size
     python benchmarks/bench_atoms.py --n 4096        # smaller
+    python benchmarks/bench_atoms.py --quick         # a smoke run: 2,048 x 256, subset 96 (seconds)
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import time
 
 from _common import gb, measure, peak_rss_bytes, set_threads
 
-from featuregeo.tl.atoms import crystal_recall, find_crystals, planted_crystals
+from featuregeo.tl.atoms import (
+    CrystalParams,
+    crystal_recall,
+    find_crystals,
+    planted_crystals,
+)
 
 
 def main() -> None:
@@ -28,7 +34,10 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=200, help="features in the exhaustive reference")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--quick", action="store_true", help="a smoke run at a small size")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.d, args.crystals, args.subset = 2048, 256, 40, 96
     set_threads(args.threads)
 
     X, quads = planted_crystals(n=args.n, d=args.d, n_crystals=args.crystals, seed=0)
@@ -37,12 +46,12 @@ def main() -> None:
     box = {}
 
     def ann():
-        box["res"] = find_crystals(X, mode="ann", backend=args.backend, top=1000, seed=0)
+        box["res"] = find_crystals(X, CrystalParams(backend=args.backend, max_results=1000))
 
     m = measure(ann)
     res = box["res"]
     recall = crystal_recall(res, quads)
-    print(f"ANN search ({res.params['backend']}): {m['seconds']:.1f} s, peak traced {gb(m['peak_bytes'])} "
+    print(f"ANN search ({res.backend}): {m['seconds']:.1f} s, peak traced {gb(m['peak_bytes'])} "
           f"({m['peak_bytes'] / X.nbytes:.2f}x the matrix); {res.n_candidate_pairs} candidate pairs, "
           f"{res.n_matches} matches; recall {recall:.3f}  [target <= 120 s, recall >= 0.9]")
 
@@ -55,12 +64,12 @@ def main() -> None:
     sub_quads = [tuple(idx[i] for i in q) for q in quads[:k]]
     Xs = X[keep]
     t0 = time.perf_counter()
-    exh = find_crystals(Xs, mode="exhaustive", top=100_000)
+    exh = find_crystals(Xs, CrystalParams(mode="exhaustive", max_results=100_000))
     t_exh = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ann_s = find_crystals(Xs, mode="ann", backend=args.backend, top=100_000)
+    ann_s = find_crystals(Xs, CrystalParams(backend=args.backend, max_results=100_000))
     t_ann = time.perf_counter() - t0
-    contained = ann_s.quadruples() <= exh.quadruples()
+    contained = ann_s.canonical_set() <= exh.canonical_set()
     extrap = t_exh * (args.n / len(keep)) ** 4
     print(f"subset of {len(keep)} features ({len(sub_quads)} planted): exhaustive {t_exh:.1f} s "
           f"(recall {crystal_recall(exh, sub_quads):.2f}, {exh.n_matches} matches), ANN {t_ann:.2f} s "

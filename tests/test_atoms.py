@@ -1,5 +1,6 @@
-"""Atom scale: planted crystals are recovered, a planted length distractor is found by PC1 and removed
-by LDA (scored on held-out pairs), nulls stay null, files and errors; one real-model run."""
+"""Atom scale on synthetic data: planted crystals are recovered (ANN search, exhaustive agrees), nulls
+stay null, a planted length distractor is found by PC1 and removed by LDA (scored on held-out pairs),
+shuffled tasks stay at chance; results round-trip through save/load."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import csv
 import numpy as np
 import pytest
 
-from featuregeo.tl.atoms import (CRYSTAL_COLUMNS, AtomResult, CrystalResult, analyze_pairs, build_pair_data,
-                              canonical_quadruple, crystal_null, crystal_recall, find_crystals, planted_crystals,
-                              run_atoms, word_vectors)
 from featuregeo.core.errors import InputError
 from featuregeo.io.pairs import make_task
+from featuregeo.tl.atoms import (
+    CRYSTAL_COLUMNS,
+    CrystalParams,
+    CrystalResult,
+    MethodScore,
+    SpaceScores,
+    analyze_pairs,
+    build_pair_data,
+    canonical_quadruple,
+    crystal_null,
+    crystal_recall,
+    find_crystals,
+    planted_crystals,
+)
+
+BRUTE = CrystalParams(backend="brute", max_results=100)
 
 # ---------------------------------------------------------------------------------------------- crystals
 
@@ -22,68 +36,91 @@ def planted():
     return planted_crystals(n=1500, d=192, n_crystals=40, seed=3)
 
 
+def _canon(res: CrystalResult, i: int) -> tuple[int, int, int, int]:
+    q = res.quadruples
+    return canonical_quadruple(int(q.a[i]), int(q.b[i]), int(q.c[i]), int(q.d[i]))
+
+
 def test_ann_search_recovers_planted_crystals(planted):
     X, quads = planted
     ids = np.arange(X.shape[0]) * 10 + 7  # original feature ids are reported, not row numbers
-    res = find_crystals(X, feature_ids=ids, mode="ann", backend="brute", top=100, seed=0)
-    found = res.quadruples()
-    recall = np.mean([canonical_quadruple(*(int(ids[i]) for i in q)) in found for q in quads])
-    assert recall >= 0.9
-    kinds = {canonical_quadruple(*(r[k] for k in "abcd")): r["kind"] for r in res.crystals}
-    for t, q in enumerate(quads):  # every 4th planted crystal has a side twice as long
-        kind = kinds.get(canonical_quadruple(*(int(ids[i]) for i in q)))
-        assert kind in (None, "trapezoid" if t % 4 == 3 else "parallelogram")
+    res = find_crystals(X, BRUTE, feature_ids=ids)
+    planted_ids = [canonical_quadruple(*(int(ids[i]) for i in q)) for q in quads]
+    found = res.canonical_set()
+    assert np.mean([q in found for q in planted_ids]) >= 0.9
+    kinds = {_canon(res, i): str(res.quadruples.kind[i]) for i in range(len(res))}
+    for t, q in enumerate(planted_ids):  # every 4th planted crystal has a side twice as long
+        assert kinds.get(q) in (None, "trapezoid" if t % 4 == 3 else "parallelogram")
     # the planted crystals are the best-scoring ones
-    top = {canonical_quadruple(*(r[k] for k in "abcd")) for r in res.crystals[:40]}
-    assert len(top & {canonical_quadruple(*(int(ids[i]) for i in q)) for q in quads}) >= 36
-    # deduplicated, never degenerate, ranked
-    assert len(found) == len(res.crystals)
-    assert all(len({r[k] for k in "abcd"}) == 4 for r in res.crystals)
-    assert [r["rank"] for r in res.crystals] == list(range(1, len(res.crystals) + 1))
-    assert all(0 < r["length_ratio"] <= 1 for r in res.crystals)
-    again = find_crystals(X, feature_ids=ids, mode="ann", backend="brute", top=100, seed=0)
-    assert again.crystals == res.crystals
+    assert len({_canon(res, i) for i in range(40)} & set(planted_ids)) >= 36
+    # deduplicated, never degenerate, ranked, typed
+    q = res.quadruples
+    assert len(found) == len(res) and res.n_matches >= len(res)
+    assert all(len({q.a[i], q.b[i], q.c[i], q.d[i]}) == 4 for i in range(len(res)))
+    assert np.all(np.diff(q.score) <= 0) and np.all((q.length_ratio > 0) & (q.length_ratio <= 1))
+    assert q.a.dtype == np.int64 and q.cosine.dtype == np.float64 and res.backend == "exact"
+    again = find_crystals(X, BRUTE, feature_ids=ids)
+    assert again.to_dict() == res.to_dict()
 
 
-def test_exhaustive_is_exact_and_contains_ann(rng):
+def test_exhaustive_is_exact_and_contains_ann():
     X, quads = planted_crystals(n=96, d=256, n_crystals=6, seed=5)
-    exh = find_crystals(X, mode="exhaustive", top=10_000)
+    exh = find_crystals(X, CrystalParams(mode="exhaustive", max_results=10_000))
     assert crystal_recall(exh, quads) == 1.0
-    top6 = {canonical_quadruple(*(r[k] for k in "abcd")) for r in exh.crystals[:6]}
-    assert top6 == {canonical_quadruple(*q) for q in quads}
-    ann = find_crystals(X, mode="ann", backend="brute", top=10_000)
-    assert ann.quadruples() <= exh.quadruples()  # k-NN candidate pairs are a subset of all pairs
+    assert {_canon(exh, i) for i in range(6)} == {canonical_quadruple(*q) for q in quads}
+    ann = find_crystals(X, CrystalParams(backend="brute", max_results=10_000))
+    assert ann.canonical_set() <= exh.canonical_set()  # k-NN candidate pairs are a subset of all pairs
     assert crystal_recall(ann, quads) == 1.0
+
+
+def test_projected_backend_is_contained_in_exact():
+    X, quads = planted_crystals(n=600, d=192, n_crystals=15, seed=4)
+    proj = find_crystals(X, CrystalParams(backend="projected", ann_dim=96, max_results=100_000))
+    exact = find_crystals(X, CrystalParams(backend="brute", max_results=100_000))
+    assert proj.backend == "projected" and proj.ann_dim == 96 and exact.ann_dim is None
+    assert crystal_recall(proj, quads) >= 0.9
+    # matched in the projection, then rescored exactly with the same thresholds: never a false crystal
+    assert proj.canonical_set() <= exact.canonical_set() and np.all(proj.quadruples.cosine >= 0.4)
 
 
 def test_null_clouds_give_no_crystals(planted):
     X, _ = planted
     rng = np.random.default_rng(1)
-    res = find_crystals(rng.standard_normal((1000, 192)).astype(np.float32), min_cosine=0.6, backend="brute")
-    assert res.n_matches == 0
-    assert crystal_null(X, min_cosine=0.6, backend="brute").n_matches == 0  # same shape, no planted structure
+    p = CrystalParams(backend="brute", min_cosine=0.6)
+    assert find_crystals(rng.standard_normal((1000, 192)).astype(np.float32), p).n_matches == 0
+    assert crystal_null(X, p).n_matches == 0  # same shape, no planted structure
+    assert find_crystals(X, p).n_matches >= 36  # while the planted cloud has them at that threshold
 
 
-def test_crystal_files(tmp_path, planted):
-    X, quads = planted
-    res = find_crystals(X, layer=4, backend="brute", top=20)
-    res.write_csv(tmp_path / "crystals.csv")
-    res.save(tmp_path / "crystals.json")
+def test_crystal_rows_and_roundtrip(tmp_path, planted):
+    X, _ = planted
+    res = find_crystals(X, CrystalParams(backend="brute", max_results=20))
+    res.layer = 4
+    res.save(tmp_path)
     with open(tmp_path / "crystals.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == list(CRYSTAL_COLUMNS) == "rank,layer,a,b,c,d,cosine,length_ratio,kind,score".split(",")
+    assert rows[0] == list(CRYSTAL_COLUMNS) == ["rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score"]
     assert len(rows) == 21 and all(r[1] == "4" and r[8] in ("parallelogram", "trapezoid") for r in rows[1:])
-    back = CrystalResult.load(tmp_path / "crystals.json")
-    assert back.quadruples() == res.quadruples() and back.examples and len(back.examples[0]["xy"]) == 4
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 21))
+    back = CrystalResult.load(tmp_path)
+    assert back.to_dict() == res.to_dict() and back.params == res.params
+    assert back.quadruples.kind.dtype.kind == "U" and back.examples[0].xy.shape == (4, 2)
+    assert back.canonical_set() == res.canonical_set()
 
 
 def test_crystal_bad_inputs():
-    with pytest.raises(InputError, match="mode: expected 'ann' or 'exhaustive'"):
-        find_crystals(np.ones((10, 4)), mode="fast")
+    with pytest.raises(InputError, match="crystal mode: expected one of ann, exhaustive. Got 'fast' instead"):
+        find_crystals(np.ones((10, 4)), CrystalParams(mode="fast"))
     with pytest.raises(InputError, match="n_features <= 400"):
-        find_crystals(np.random.default_rng(0).standard_normal((500, 8)), mode="exhaustive")
+        find_crystals(np.random.default_rng(0).standard_normal((500, 8)), CrystalParams(mode="exhaustive"))
     with pytest.raises(InputError, match="NaN/inf"):
         find_crystals(np.full((10, 4), np.nan))
+    with pytest.raises(InputError, match="crystal min_cosine: expected a finite number > 0.0"):
+        CrystalParams(min_cosine=0.0).validate()
+    with pytest.raises(InputError, match="crystal k: expected an integer >= 1. Got -2 instead"):
+        CrystalParams(k=-2).validate()
+    with pytest.raises(InputError, match="crystal remove_pcs: expected fewer than 4"):
+        find_crystals(np.random.default_rng(0).standard_normal((10, 4)), CrystalParams(remove_pcs=5))
 
 
 # ---------------------------------------------------------------------------------------------- LDA
@@ -117,18 +154,19 @@ def test_length_distractor_found_by_pc1_and_removed_by_lda():
     tasks, words, X, ntok = _synthetic()
     data = build_pair_data(tasks, words, X, ntok, test_fraction=0.3, seed=0)
     res = analyze_pairs(data, seed=0)
-    assert abs(res.distractors["pc1_r_chars"]) > 0.95
+    assert isinstance(res, SpaceScores) and all(isinstance(m, MethodScore) for m in res.methods)
+    assert abs(res.distractors.pc1_r_chars) > 0.95 and res.distractors.best_pc_chars == 1
     raw = res.best("raw")
-    lda = max((r for r in res.methods if r["method"] == "lda"), key=lambda r: r["n_components"])
-    assert lda["n_components"] == 4
-    assert lda["analogy_accuracy"] > raw["analogy_accuracy"] + 0.2
-    assert lda["task_accuracy"] >= raw["task_accuracy"] and lda["task_accuracy"] > 0.95
-    assert lda["silhouette"] > raw["silhouette"] + 0.5
-    assert raw["pc1_r_chars"] > 0.95 and lda["pc1_r_chars"] < 0.3  # held-out PC1 no longer tracks length
-    pc1 = next(r for r in res.methods if r["method"] == "pc_removed" and r["n_components"] == 1)
-    assert pc1["analogy_accuracy"] > raw["analogy_accuracy"]  # the baseline removes it too
-    assert raw["n_quadruples"] == lda["n_quadruples"] > 100
-    assert len(res.embedding["lda"]) == res.n_test == int(data.test.sum())
+    lda = max((r for r in res.methods if r.method == "lda"), key=lambda r: r.n_components)
+    assert lda.n_components == 4
+    assert lda.analogy_accuracy > raw.analogy_accuracy + 0.2
+    assert lda.task_accuracy >= raw.task_accuracy and lda.task_accuracy > 0.95
+    assert lda.silhouette > raw.silhouette + 0.5
+    assert raw.pc1_r_chars > 0.95 and lda.pc1_r_chars < 0.3  # held-out PC1 no longer tracks length
+    pc1 = next(r for r in res.methods if r.method == "pc_removed" and r.n_components == 1)
+    assert pc1.analogy_accuracy > raw.analogy_accuracy  # the baseline removes it too
+    assert raw.n_quadruples == lda.n_quadruples > 100
+    assert len(res.embedding.lda) == int(data.test.sum()) and res.embedding.lda.shape[1] == 2
 
 
 def test_lda_null_shuffled_tasks_is_at_chance():
@@ -136,66 +174,35 @@ def test_lda_null_shuffled_tasks_is_at_chance():
     data = build_pair_data(tasks, words, X, ntok, test_fraction=0.3, seed=0)
     res = analyze_pairs(data, seed=0, remove_pcs=())
     for r in res.methods:
-        assert r["task_accuracy"] < 0.45, r  # chance is 0.2; held-out scoring does not inflate it
-        assert r["silhouette"] < 0.1
+        assert r.task_accuracy < 0.45, r  # chance is 0.2; held-out scoring does not inflate it
+        assert r.silhouette < 0.1
 
 
-def test_pair_data_skips_small_tasks_and_roundtrips(tmp_path):
+def test_analogy_sample_depends_on_seed_and_key_only():
+    tasks, words, X, ntok = _synthetic(n_tasks=3, per=40)
+    data = build_pair_data(tasks, words, X, ntok)
+    a = analyze_pairs(data, max_quadruples=20, seed=0, key=7)
+    b = analyze_pairs(data, max_quadruples=20, seed=0, key=7)
+    assert [m.analogy_by_task for m in a.methods] == [m.analogy_by_task for m in b.methods]
+    assert a.best("raw").n_quadruples <= 60
+
+
+def test_pair_data_skips_small_tasks():
     tasks, words, X, ntok = _synthetic(n_tasks=3, per=10)
     tiny = make_task("tiny", [(words[0], words[1]), (words[0], words[1])], "test")
     data = build_pair_data(tasks + [tiny], words, X, ntok)
     assert data.task_names == ["task0", "task1", "task2"]
-    assert data.skipped[0]["task"] == "tiny" and "1 pair(s) after removing 1 duplicate" in data.skipped[0]["reason"]
-    res = analyze_pairs(data, layer=2)
-    res.save(tmp_path / "atoms.json")
-    back = AtomResult.load(tmp_path / "atoms.json")
-    assert back.methods == res.to_dict()["methods"] and back.skipped == res.skipped
+    assert data.skipped[0].task == "tiny" and "1 pair(s) after removing 1 duplicate" in data.skipped[0].reason
+    assert [t.n_train + t.n_test for t in data.tasks] == [10, 10, 10]
     with pytest.raises(InputError, match="uses words without vectors"):
         build_pair_data([make_task("x", [("nope", "never"), ("a", "b"), ("c", "d")], "t")], words, X, ntok)
     with pytest.raises(InputError, match="at least 2 tasks"):
         analyze_pairs(build_pair_data(tasks[:1], words, X, ntok))
 
 
-# ---------------------------------------------------------------------------------------------- real model
-
-
-def test_real_model_word_vectors_and_run(default_model, tmp_path):
-    from featuregeo.io.models import residual_stream
-
-    words = ["king", "queen", "Zyxqwvbtla"]
-    vecs, ntok = word_vectors(default_model, words, [3, 5])
-    assert vecs[3].shape == (3, default_model.d_model) and np.isfinite(vecs[3]).all()
-    assert ntok[0] == 1 and ntok[2] > 1  # a multi-token word: the vector is its last token's
-    ref = residual_stream(default_model, [" Zyxqwvbtla"], [5], as_numpy=True)[5]
-    np.testing.assert_allclose(vecs[5][2], ref[-1], rtol=1e-4, atol=1e-2)
-
-    out = tmp_path / "atoms"
-    kw = dict(sae="none", tasks=["male-female", "comparative", "superlative"], max_pairs=12, seed=0)
-    res = run_atoms(default_model, [3], out, **kw)
-    a = res[3]["atoms"]
-    assert (out / "atoms.json").is_file() and (out / "crystals.csv").read_text().strip() == ",".join(CRYSTAL_COLUMNS)
-    assert a.task_names == ["male-female", "comparative", "superlative"] and a.n_pairs == 36
-    assert {r["method"] for r in a.methods} == {"raw", "lda", "pc_removed"}
-    assert all(t["n_multi_token_words"] >= 0 and t["n_train"] + t["n_test"] == 12 for t in a.tasks)
-    stamp = (out / "atoms.json").stat().st_mtime_ns
-    run_atoms(default_model, [3], out, **kw)  # resumed: nothing recomputed
-    assert (out / "atoms.json").stat().st_mtime_ns == stamp
-    with pytest.raises(InputError, match=r"layer 40 is out of range .* 0\.\.17"):
-        run_atoms(default_model, [40], out, **kw)
-    with pytest.raises(InputError, match="template: expected a string containing"):
-        run_atoms(default_model, [3], out, **{**kw, "template": "no placeholder"})
-
-
-def test_cli_rejects_bad_tasks(tmp_path):
-    from featuregeo.cli import main
-
-    assert main(["atoms", "--layer", "3", "--out", str(tmp_path), "--tasks", "colour", "--sae", "none"]) == 2
-    assert main(["atoms", "--out", str(tmp_path)]) == 2
-
-
 @pytest.mark.slow
 def test_pynndescent_backend_recovers_planted_crystals(planted):
     """pynndescent's numba compilation takes about a minute per process: slow."""
     X, quads = planted
-    res = find_crystals(X, mode="ann", backend="pynndescent", top=100, seed=0)
-    assert res.params["backend"] == "pynndescent" and crystal_recall(res, quads) >= 0.9
+    res = find_crystals(X, CrystalParams(backend="pynndescent", max_results=100))
+    assert res.backend == "pynndescent" and crystal_recall(res, quads) >= 0.9

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from featuregeo.core.errors import InputError
-from featuregeo.io.pairs import BUILTIN_TASKS, builtin_task, load_tasks, make_task, read_pair_file, split_pairs
+from featuregeo.io.pairs import (
+    BUILTIN_TASKS,
+    builtin_task,
+    load_tasks,
+    make_task,
+    read_pair_file,
+    split_pairs,
+)
 
 
 def test_builtin_tasks_are_real_and_recorded():
@@ -79,3 +86,14 @@ def test_bad_inputs(tmp_path):
         load_tasks([], [tmp_path / "x.txt", tmp_path / "x.txt"])
     with pytest.raises(InputError, match="test_fraction"):
         split_pairs(builtin_task("male-female"), 1.5)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("caf\xe9,caf\xe9s\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"--pairs .*latin1.csv: not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        read_pair_file(latin1)
+    js = tmp_path / "latin1.json"
+    js.write_bytes('[{"input": "caf\xe9", "output": "x"}]'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"--pairs .*latin1.json: not UTF-8 text"):
+        read_pair_file(js)

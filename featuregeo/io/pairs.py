@@ -19,10 +19,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from featuregeo.core.errors import InputError
 
@@ -184,12 +184,20 @@ def read_pair_file(path: str | Path) -> list[PairTask]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--pairs {p}: no such file; expected a .csv or .json file of word pairs")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"--pairs {p}: cannot be read ({e.strerror}); expected a readable .csv or .json file") from None
     stem = p.stem
     groups: dict[str, list] = {}
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            raise InputError(f"--pairs {p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                             "expected a UTF-8 encoded JSON file") from None
+        except ValueError as e:
             raise InputError(f"--pairs {p}: not valid JSON ({e}); expected a list of "
                              '{"input": ..., "output": ...}') from None
         items = data.items() if isinstance(data, dict) else [(stem, data)]
@@ -205,8 +213,14 @@ def read_pair_file(path: str | Path) -> list[PairTask]:
                 groups.setdefault(str(name), []).append((str(r["input"]), str(out)))
     elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
         delim = "\t" if p.suffix.lower() == ".tsv" else ","
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh, delimiter=delim) if r and any(c.strip() for c in r)]
+        try:
+            with open(p, newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.reader(fh, delimiter=delim) if r and any(c.strip() for c in r)]
+        except UnicodeDecodeError as e:
+            raise InputError(f"--pairs {p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                             "expected a UTF-8 encoded file of input,output rows") from None
+        except csv.Error as e:
+            raise InputError(f"--pairs {p}: not a readable CSV file ({e}); expected input,output[,task] rows") from None
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["input", "output"]:
             rows = rows[1:]
         for i, r in enumerate(rows):
@@ -252,7 +266,7 @@ def load_tasks(names: Sequence[str] | str | None = None, files: Sequence[str | P
 
 def pair_fraction(pair: tuple[str, str], seed: int = 0) -> float:
     """A number in [0, 1) from a hash of the pair and the seed (stable across runs and platforms)."""
-    h = hashlib.blake2b(f"{int(seed)}\x1f{pair[0]}\x1f{pair[1]}".encode("utf-8"), digest_size=8).digest()
+    h = hashlib.blake2b(f"{int(seed)}\x1f{pair[0]}\x1f{pair[1]}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0**64
 
 
@@ -276,5 +290,13 @@ def split_pairs(task: PairTask, test_fraction: float = 0.3, seed: int = 0
     return train, test
 
 
-__all__ = ["PairTask", "BUILTIN_TASKS", "make_task", "builtin_task", "read_pair_file", "load_tasks",
-           "pair_fraction", "split_pairs"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "PairTask",
+    "builtin_task",
+    "load_tasks",
+    "make_task",
+    "pair_fraction",
+    "read_pair_file",
+    "split_pairs",
+]
