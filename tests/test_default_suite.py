@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
@@ -67,19 +66,21 @@ def test_shipped_sae_reconstructs_raw_heldout_activations(layer, manifest):
     assert abs((f > 0).sum(1).float().mean().item() - manifest["layers"][str(layer)]["l0"]) < 2
 
 
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, default_model, capsys):
+    """Every stage of `featuregeo demo --fast` on two shipped layers, in-process on the session model."""
+    from featuregeo.demo import run_demo
+
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "featuregeo", "demo", "--out", str(out), "--fast", "--layers", "4,12"],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert run_demo(out, fast=True, layers=[4, 12], model=default_model) == 0
+    stdout = capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
     assert s["layers"] == [4, 12]
     recs = s["galaxy"]["records"]
     assert all(rec["slope"] < rec["null_slope"] for rec in recs)  # decoder spectra steeper than the null
     assert all(rec["activation_slope"] is not None for rec in recs)
-    for fig in s["figures"].values():
-        assert (tmp_path / fig).exists() or __import__("pathlib").Path(fig).exists()
-    assert "summary" in r.stdout
+    figs = s["galaxy"]["figures"]
+    assert len(figs) >= 2 and all(__import__("pathlib").Path(f).is_file() for f in figs)
+    assert "summary" in stdout
     # every later stage ran on the same shipped layers and left its results
     assert s["harvest"]["layers"] == [4, 12] and s["harvest"]["blocks"] > 0
     lobe = s["lobes"]["layers"]["12"]["phi_2"]
@@ -95,3 +96,24 @@ def test_demo_end_to_end(tmp_path):
     assert sorted(feats.layer.unique()) == [4, 12] and len(feats) == 2 * 2048
     assert "lobe_2" in feats.columns and feats.loc[feats.layer == 12, "lobe_2"].notna().any()
     assert (out / "atlas" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--layers", "1"], r"layers \[1\] are not in default"),
+    (["--layers", "x"], r"--layers: expected a list like"),
+])
+def test_demo_bad_input_is_one_line_exit_2(argv, match, tmp_path, capsys):
+    from featuregeo.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "d"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(match, err), err
+    assert not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_demo_out_is_a_file(tmp_path, capsys):
+    from featuregeo.cli import main
+
+    (tmp_path / "f").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "f" / "sub")]) == 2
+    assert re.search(r"--out .*: expected a directory; .*f is a file", capsys.readouterr().err)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuregeo.cli.common import bad, fit_ranks, int_list, log  # noqa: F401
-
 
 def cmd_demo(args) -> int:
+    from featuregeo.core.util import parse_layers
     from featuregeo.demo import run_demo
 
-    from featuregeo.core.util import parse_layers
-
     return run_demo(Path(args.out), fast=args.fast, layers=parse_layers(args.layers))
-
-
 
 
 def add(sub) -> None:
     d = sub.add_parser("demo", help="run the main analyses on the shipped default (real model, SAEs, text)")
     d.add_argument("--out", default="featuregeo-demo", help="output directory (default: featuregeo-demo)")
-    d.add_argument("--fast", action="store_true", help="fewer entropy repeats and activations (smoke tests)")
+    d.add_argument("--fast", action="store_true", help="fewer blocks, repeats and clusters (smoke tests)")
     d.add_argument("--layers", help="a subset of the shipped layers (default: all)")
     d.set_defaults(func=cmd_demo)

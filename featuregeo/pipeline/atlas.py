@@ -116,7 +116,10 @@ def crystal_inputs(atoms_dir: str | Path) -> dict[int, CrystalsInput]:
                                      f"{','.join(CRYSTAL_COLUMNS)}")
                 for i, row in enumerate(r):
                     try:
-                        layer = int(row["layer"])
+                        lay = row["layer"]
+                        if lay in ("", None) and f.parent.name.startswith("layer_"):
+                            lay = f.parent.name[len("layer_"):]  # a one-layer search saved under layer_L/
+                        layer = int(lay)
                         c = Crystal(rank=int(row["rank"]), **{k: int(row[k]) for k in "abcd"},
                                     cosine=row["cosine"], kind=str(row["kind"]), length_ratio=row["length_ratio"],
                                     score=row["score"])
