@@ -79,7 +79,7 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
 
     Examples
     --------
-    >>> x = np.random.default_rng(0).standard_normal((500, 32)) * np.arange(1, 33) ** -0.5
+    >>> x = np.random.default_rng(0).standard_normal((2000, 32)) * np.arange(1, 33) ** -0.25
     >>> rec = analyze_cloud(FeatureCloud(x.astype(np.float32)), GalaxyParams(fit_ranks=(2, 20), entropy=False))
     >>> -0.7 < rec.slope < -0.3, rec.layer
     (True, None)
