@@ -34,30 +34,32 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     params = GalaxyParams(entropy_repeats=args.repeats, seed=args.seed)
     try:
-        res = galaxy_pipeline.run(args.source, parse_layers(args.layers), Path(args.out), params)
+        result = galaxy_pipeline.run(args.source, Path(args.out), params, layers=parse_layers(args.layers))
     except InputError as e:
         print(f"galaxy_study: error: {e}", file=sys.stderr)
         return 2
-    result = res["result"]
     ref = paper_reference()["galaxy"]
     print()
-    print("Fit-window sensitivity (slope per window):")
+    print("Fit-window sensitivity (slope per window; * = clipped at the numerical rank):")
     for r in result.layers:
-        print(f"  layer {r.layer:>2}: " + "  ".join(f"{w['fit_ranks'][0]}-{w['fit_ranks'][1]}: {w['slope']:.3f}"
-                                                for w in r.sensitivity))
+        print(f"  layer {r.layer:>2}: " + "  ".join(
+            f"{w.fit_ranks[0]}-{w.fit_ranks[1]}{'*' if w.clipped else ''}: {w.slope:.3f}" for w in r.sensitivity))
     steep = min(result.layers, key=lambda r: r.slope)
     print(f"\nSteepest layer here: {steep.layer} (slope {steep.slope:.3f}); "
           f"paper: layer {ref['steepest']['layer']} (|slope| {ref['steepest']['abs_slope']}).")
     print(f"Isotropic null here: {[round(r.null_slope, 3) for r in result.layers if r.null_slope is not None][:3]}...; "
           f"paper: {ref['isotropic_null_slope']}.")
-    ents = [r for r in result.layers if r.entropy]
+    ents = [r for r in result.layers if r.entropy is not None]
     if ents:
         print("Clustering entropy (nats): Gaussian - kNN, and the same statistic on a Gaussian with the same "
               "spectrum; excess = the part the estimator's bias does not explain.")
         for r in ents:
             e = r.entropy
-            print(f"  layer {r.layer:>2}: difference {e['difference']:.1f}  null {e['null_difference']:.1f}  "
-                  f"excess {e['excess']:.1f} [{e['excess_ci'][0]:.1f}, {e['excess_ci'][1]:.1f}]")
+            ci = e.excess_ci or (float("nan"), float("nan"))
+            null = "-" if e.null_difference is None else f"{e.null_difference:.1f}"
+            excess = "-" if e.excess is None else f"{e.excess:.1f}"
+            print(f"  layer {r.layer:>2}: difference {e.difference:.1f}  null {null}  "
+                  f"excess {excess} [{ci[0]:.1f}, {ci[1]:.1f}]")
         print(f"  paper (with-replacement bootstrap, see PAPER.md flaws): {ref['clustering_entropy']['values']}")
     return 0
 
