@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import json
 import re
 import sysconfig
@@ -81,7 +80,8 @@ def _build_inputs(root, default_model):
     lobes_pipeline.run(str(root / "saes"), str(root / "harvest"), root / "lobes",
                        LobesParams(affinities=("phi",), n_clusters=(2, 3), n_permutations=10, logreg_null_repeats=2),
                        layers=list(LAYERS))
-    galaxy_pipeline.run(str(root / "saes"), list(LAYERS), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)))
+    galaxy_pipeline.run(str(root / "saes"), root / "galaxy", GalaxyParams(entropy=False, fit_ranks=(2, 40)),
+                        layers=list(LAYERS))
     atoms = root / "atoms"
     (atoms / "layer_5").mkdir(parents=True)
     (atoms / "crystals.csv").write_text(CRYSTAL_HEADER + "1,2,0,1,2,3,0.93,1.01,parallelogram,0.9\n"
@@ -234,9 +234,9 @@ def test_broken_or_missing_inputs_exit_2(pipeline, tmp_path, capsys):
     (broken / "lobes.json").write_text("[1, 2")
     fails(capsys, [saes, "--out", out, "--lobes", broken], r"--lobes: .*broken/lobes.json: not a readable lobes result")
     (broken / "galaxy.json").write_text("\x00garbage")
-    fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*broken/galaxy.json is not readable JSON")
+    fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*broken/galaxy.json: not a readable galaxy result")
     (broken / "galaxy.json").write_text('[{"layer": "two"}]')
-    fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*galaxy.json or spectra.npz is damaged")
+    fails(capsys, [saes, "--out", out, "--galaxy", broken], r"--galaxy: .*galaxy.json: (expected a galaxy result|a damaged)")
     fails(capsys, [saes, "--out", out, "--lobes", tmp_path], r"--lobes: .*lobes.json: no lobes result here")
     fails(capsys, [saes, "--out", out, "--labels", tmp_path / "x.csv"], r"--labels: .*x.csv does not exist")
     fails(capsys, [saes, "--out", out, "--harvest", tmp_path / "none"], r"--harvest: .*none is not a directory")

@@ -50,11 +50,11 @@ def test_default_layer_loads_as_cloud_with_provenance():
 
 
 @pytest.mark.parametrize("layer", [3, 15])
-def test_shipped_sae_reconstructs_raw_heldout_activations(layer, manifest):
+def test_shipped_sae_reconstructs_raw_heldout_activations(layer, manifest, default_model):
     """Encode/decode raw (unscaled) residual activations of held-out text through the shipped SAE."""
     from featuregeo.demo import heldout_activations
 
-    x = heldout_activations([layer], n_blocks=6)[layer]
+    x = heldout_activations(default_model, [layer], n_blocks=6)[layer]
     sae = load_sae(load_cloud(f"default:{layer}"))
     with torch.inference_mode():
         f = sae.encode(torch.from_numpy(x))
@@ -99,7 +99,7 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--layers", "1"], r"layers \[1\] are not in default"),
+    (["--layers", "1"], r"layer\(s\) \[1\] not in default; expected some of the available layers"),
     (["--layers", "x"], r"--layers: expected a list like"),
 ])
 def test_demo_bad_input_is_one_line_exit_2(argv, match, tmp_path, capsys):

@@ -41,9 +41,10 @@ def write_harvest(d, widths: dict[int, int], fingerprint: str = "planted01"):
     """A harvest directory as `featuregeo harvest` writes it (two shards)."""
     (d / "shards").mkdir(parents=True)
     saes = {str(L): {"d_sae": n, "checksum": "x"} for L, n in widths.items()}
-    cfg = {"layers": sorted(widths), "sae_layers": sorted(widths), "block_len": 32, "saes": saes}
-    (d / "harvest.json").write_text(json.dumps({"format": 1, "fingerprint": fingerprint, "config": cfg,
-                                                "d_model": 16, "activation_scale": {}, "complete": True}))
+    cfg = {"layers": sorted(widths), "sae_layers": sorted(widths), "block_len": 32, "threshold": 1.0, "saes": saes}
+    (d / "harvest.json").write_text(json.dumps({"format": 2, "fingerprint": fingerprint, "config": cfg,
+                                                "d_model": 16, "activation_scale": {}, "complete": True,
+                                                "n_blocks": N_BLOCKS, "n_shards": 2}))
     half = N_BLOCKS // 2
     for s, rows in enumerate((slice(0, half), slice(half, N_BLOCKS))):
         arrays = {}
@@ -172,11 +173,12 @@ def test_cli_bad_inputs(inputs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, match", [
-    ("{\"fingerprint\": \"x\", \"config\": {\"sae_la", "harvest.json: not readable JSON"),
-    ("[1, 2, 3]", "harvest.json: not a harvest manifest"),
-    ("{\"fingerprint\": \"x\"}", "harvest.json: not a harvest manifest"),
-    ("{\"config\": {\"sae_layers\": [\"three\"]}}", "harvest.json: not a harvest manifest"),
-    (b"\xff\xfe\x00garbage", "harvest.json: not readable JSON"),
+    ("{\"fingerprint\": \"x\", \"config\": {\"sae_la", "harvest.json: not valid JSON"),
+    ("[1, 2, 3]", "harvest.json: the file should be a JSON object"),
+    ("{\"fingerprint\": \"x\"}", "harvest.json: 'format' should be one of"),
+    ("{\"format\": 2, \"fingerprint\": \"x\", \"config\": {\"sae_layers\": [\"three\"]}}",
+     "harvest.json: 'config.layers' should be a list of layer numbers"),
+    (b"\xff\xfe\x00garbage", "harvest.json: not valid JSON"),
 ])
 def test_cli_broken_harvest_json(inputs, capsys, content, match):
     saes, hv = inputs
@@ -190,7 +192,7 @@ def test_cli_damaged_shard_and_missing_fingerprint(inputs, capsys):
     saes, hv = inputs
     doc = json.loads((hv / "harvest.json").read_text())
     (hv / "harvest.json").write_text(json.dumps({k: v for k, v in doc.items() if k != "fingerprint"}))
-    _bad(["lobes", str(saes), "--harvest", str(hv), "--out", str(hv.parent / "o")], capsys, "no fingerprint")
+    _bad(["lobes", str(saes), "--harvest", str(hv), "--out", str(hv.parent / "o")], capsys, "'fingerprint' should be a string")
     (hv / "harvest.json").write_text(json.dumps(doc))
     (hv / "shards" / "shard_000001.npz").write_bytes(b"not a zip file")
     _bad(["lobes", str(saes), "--harvest", str(hv), "--out", str(hv.parent / "o")], capsys, "a damaged shard")

@@ -23,7 +23,7 @@ import numpy as np
 from featuregeo.atlas import (AtlasInputs, AtlasParams, AtlasResult, Crystal, CrystalsInput, FiringInput, GalaxyInput,
                               LayerInputs, LobesInput, LobeSummary, SaeIdentity, build)
 from featuregeo.core.errors import InputError
-from featuregeo.core.util import file_fingerprint, fingerprint
+from featuregeo.core.util import fingerprint
 from featuregeo.pipeline.common import log, output_dir
 
 CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
@@ -136,37 +136,28 @@ def crystal_inputs(atoms_dir: str | Path) -> dict[int, CrystalsInput]:
 
 
 def galaxy_inputs(galaxy_dir: str | Path) -> dict[int, GalaxyInput]:
-    """``DIR/galaxy.json`` + ``DIR/spectra.npz`` (``featuregeo galaxy``) -> ``{layer: GalaxyInput}``."""
+    """``DIR/galaxy.json`` (+ ``.npz``; ``featuregeo galaxy``) -> ``{layer: GalaxyInput}``."""
+    from featuregeo.tl.galaxy import GalaxyResult
+
     d = Path(galaxy_dir)
     jpath = d / "galaxy.json"
-    what = "the output of `featuregeo galaxy`"
-    recs = _read_json(jpath, "--galaxy", what)
-    spath = d / "spectra.npz"
-    out: dict[int, GalaxyInput] = {}
     try:
-        spectra = {}
-        if spath.exists():
-            with np.load(spath, allow_pickle=False) as z:
-                spectra = {k: z[k] for k in z.files}
-        if isinstance(recs, dict):
-            recs = recs.get("layers", [])
-        for r in recs:
-            layer = int(r["layer"])
-            prov = r.get("provenance") or {}
-            n_feat, n_exc = _int_or_none(r.get("n_features")), _int_or_none(r.get("n_excluded")) or 0
-            sae = SaeIdentity(n_features=None if n_feat is None else n_feat + n_exc, d_model=_int_or_none(r.get("d_model")),
-                              source=prov.get("source"), path=prov.get("path"), fingerprint=r.get("cloud_fingerprint"))
-            ev = spectra.get(f"layer_{layer}", r.get("eigenvalues") or [])
-            null = spectra.get(f"null_{layer}", r.get("null_eigenvalues"))
-            out[layer] = GalaxyInput(
-                eigenvalues=np.asarray(ev, dtype=np.float64), slope=r.get("slope"),
-                slope_ci=tuple(r["slope_ci"]) if r.get("slope_ci") else None,
-                fit_ranks=tuple(r["fit_ranks"]) if r.get("fit_ranks") else None, r2=r.get("r2"),
-                null_slope=r.get("null_slope"), entropy_excess=(r.get("entropy") or {}).get("excess"),
-                null_eigenvalues=None if null is None else np.asarray(null, dtype=np.float64),
-                sae=sae, origin=f"--galaxy {jpath}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"--galaxy: {jpath} or {spath.name} is damaged ({type(e).__name__}: {e}); expected {what}") from None
+        res = GalaxyResult.load(d)
+    except InputError as e:
+        raise InputError(f"--galaxy: {e}") from None
+    out: dict[int, GalaxyInput] = {}
+    for r in res.layers:
+        prov = r.provenance
+        n_total = None if r.n_features is None else int(r.n_features) + int(r.n_excluded or 0)
+        sae = SaeIdentity(n_features=n_total, d_model=_int_or_none(r.d_model),
+                          source=getattr(prov, "source", None), path=getattr(prov, "path", None))
+        out[int(r.layer)] = GalaxyInput(
+            eigenvalues=np.asarray(r.eigenvalues if r.eigenvalues is not None else [], dtype=np.float64),
+            slope=_finite(r.slope), slope_ci=tuple(r.slope_ci) if r.slope_ci is not None else None,
+            fit_ranks=tuple(r.fit_ranks) if r.fit_ranks is not None else None, r2=_finite(r.r2),
+            null_slope=_finite(r.null_slope), entropy_excess=None if r.entropy is None else _finite(r.entropy.excess),
+            null_eigenvalues=None if r.null_eigenvalues is None else np.asarray(r.null_eigenvalues, dtype=np.float64),
+            sae=sae, origin=f"--galaxy {jpath}")
     return out
 
 
