@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -11,6 +10,7 @@ import numpy as np
 from featuregeo.atlas.inputs import Crystal, GalaxyInput, LobeSummary
 from featuregeo.atlas.layout import LAYOUTS, TOP_COFIRING
 from featuregeo.core.errors import InputError
+from featuregeo.core.util import deep_equal
 from featuregeo.core.results import Params, Result, check_choice, check_int
 
 #: bumped when the content of an :class:`AtlasLayer` changes meaning (invalidates checkpoints)
@@ -61,19 +61,7 @@ class AtlasParams(Params):
         return self
 
 
-def same(a: Any, b: Any) -> bool:
-    """Deep equality for results holding numpy arrays (dtype, shape and values; NaN equals NaN)."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-                and a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name))
-                                          for f in dataclasses.fields(a))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
+same = deep_equal  # array-aware equality shared by every result
 
 
 @dataclass(eq=False)

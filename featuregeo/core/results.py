@@ -180,6 +180,12 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
         raise InputError(f"{name}: expected a finite number{' ' + bounds if bounds else ''}. Got {value!r} instead.")
 
 
+def check_bool(name: str, value: Any) -> None:
+    """Raise an :class:`InputError` unless ``value`` is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}: expected True or False. Got {value!r} instead.")
+
+
 def check_choice(name: str, value: Any, choices: typing.Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:

@@ -194,3 +194,51 @@ def say(progress, msg: str) -> None:
     """Send ``msg`` to a progress callback, if any."""
     if progress is not None:
         progress(msg)
+
+
+def check_output_path(out: str | os.PathLike, name: str = "--out", what: str = "a directory") -> Path:
+    """``out`` as a path where an output directory can be (or is), creating nothing.
+
+    Raises a one-line :class:`InputError` when ``out`` or one of its parents is a file.
+    """
+    out = Path(out)
+    for p in [out, *out.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"{name} {out}: expected {what}; {p} is a file")
+            break
+    return out
+
+
+def deep_equal(a: Any, b: Any) -> bool:
+    """Deep equality for results holding numpy arrays (dataclass ``==`` cannot compare arrays):
+    arrays by value (NaN equal to NaN), NaN floats equal to NaN or None, tuples equal to lists,
+    dataclasses field by field (fields with ``compare=False`` or a leading underscore skipped)."""
+    import dataclasses
+    import math
+
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if a is None or b is None:
+            return False
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return False
+        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        return bool(np.array_equal(a, b))
+    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        if type(a) is not type(b):
+            return False
+        return all(deep_equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+                   if f.compare and not f.name.startswith("_"))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(deep_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(deep_equal(a[k], b[k]) for k in a)
+    nan_a = a is None or (isinstance(a, (float, np.floating)) and math.isnan(a))
+    nan_b = b is None or (isinstance(b, (float, np.floating)) and math.isnan(b))
+    if nan_a or nan_b:
+        return nan_a and nan_b
+    return bool(a == b)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from featuregeo.core.errors import InputError
+from featuregeo.core.util import check_output_path
 
 
 def log(msg: str) -> None:
@@ -15,12 +16,7 @@ def log(msg: str) -> None:
 
 def output_dir(out: str | Path, name: str = "--out") -> Path:
     """``out`` as a directory that can be written: created if missing; a file in the way is an error."""
-    out = Path(out)
-    for p in [out, *out.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise InputError(f"{name} {out}: expected a directory; {p} is a file")
-            break
+    out = check_output_path(out, name)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except PermissionError:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.data import Suite
 from featuregeo.core.errors import InputError
+from featuregeo.core.util import check_output_path
 from featuregeo.pipeline.common import log, output_dir
 from featuregeo.tl.layers import LayersParams, LayersResult
 
@@ -89,13 +90,7 @@ def read_galaxy_slopes(path: str | os.PathLike) -> dict[int, float]:
 
 def check_out(out: str | os.PathLike) -> Path:
     """Reject an ``out`` that is, or lies under, a file — without creating anything."""
-    out = Path(out)
-    for p in [out, *out.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise InputError(f"--out {out}: expected a directory; {p} is a file")
-            break
-    return out
+    return check_output_path(out)
 
 
 def run(model: Any, out: str | os.PathLike, params: LayersParams | None = None, *, sae: str | Suite | None = "default",

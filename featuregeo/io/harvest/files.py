@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from featuregeo.core.errors import InputError
-from featuregeo.core.util import atomic_write_bytes
+from featuregeo.core.util import atomic_write_bytes, check_output_path
 from featuregeo.io.harvest.params import HarvestError
 
 FORMAT_VERSION = 2
@@ -61,13 +61,7 @@ def check_out_dir(out: str | Path) -> Path:
 
     Raises a one-line InputError when ``out`` or one of its parents is a file.
     """
-    out = Path(out)
-    for p in [out, *out.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise InputError(f"--out {out}: expected a directory for the harvest; {p} is a file")
-            break
-    return out
+    return check_output_path(out, what="a directory for the harvest")
 
 
 # ----------------------------------------------------------------------------------------------
