@@ -27,11 +27,23 @@ fi
 . "$VENV/bin/activate"
 stamp="$VENV/.featuregeo-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
-python -m pip install -q --upgrade pip
+# pip, quietly: what it does is printed here; its notices about local index mirrors and wheel-build
+# deprecations are not (errors still are, and a failure stops the script).
+pip_q() {
+  local log rc=0
+  log=$(mktemp)
+  python -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1 || rc=$?
+  grep -v -E "^WARNING: Location '.*' is ignored|^ *!!|^ *\*{8,}|SetuptoolsDeprecationWarning|WheelFile|^ *$" "$log" || true
+  rm -f "$log"
+  return "$rc"
+}
+echo "[setup] pip: torch 2.13.0 (CPU wheel), then featuregeo and its dependencies (a few minutes the first time)"
+pip_q --upgrade pip
 # torch first, pinned to the CPU wheel present on these machines; everything else keeps it.
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+pip_q "torch==2.13.0"
+pip_q -e ".[dev]"
 # Dequantize the default model once and cache it (about 2 minutes the first time; seconds later).
+echo "[setup] caching the default model (Gemma 3 270M, dequantized once)"
 python -c "from featuregeo.io.models import load_model; m = load_model('default'); print('[setup] default model cached:', m)"
 rm -f "$VENV"/.featuregeo-setup-*
 touch "$stamp"
