@@ -305,6 +305,17 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     assert page.evaluate("[window.__xss, window.__xss2]") == [None, None]
     assert ev["dialogs"] == [] and ev["errors"] == []
 
+    # the firing-frequency legend speaks in frequencies (shares of blocks), not in log10 values
+    page.select_option("#colour", "freq")
+    legend = page.locator("#legend").text_content()
+    freq = l2.firing_frequency.to_numpy()
+    m = re.search(r"firing frequency \(share of blocks, log colour scale\): (\S+) … (\S+?)(;|$)", legend)
+    assert m, legend
+    hi = float(m.group(2).rstrip("%")) / (100 if m.group(2).endswith("%") else 1)
+    assert abs(hi - freq.max()) <= 0.005 * freq.max() and m.group(1) == ("0" if freq.min() == 0 else m.group(1))
+    assert ("never fired" in legend) == bool((freq == 0).any())
+    page.select_option("#colour", page.evaluate("document.querySelector('#colour option').value"))
+
     # find an isolated feature by id, then click it on the map
     xy = l2[["x", "y"]].to_numpy()
     d = ((xy[:, None] - xy[None]) ** 2).sum(-1)

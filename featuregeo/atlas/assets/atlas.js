@@ -163,7 +163,15 @@
         if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i];
       }
       for (i = 0; i < d.n; i++) { c = ramp(hi - lo > 1e-6 * Math.max(1, Math.abs(hi)) ? (v[i] - lo) / (hi - lo) : 0.5); out.set([c[0] * 255, c[1] * 255, c[2] * 255], 3 * i); }
-      legend.textContent = (by === "freq" ? "log10 firing frequency" : "decoder norm") + ": " + lo.toPrecision(3) + " … " + hi.toPrecision(3);
+      if (by === "freq") {  // colours are log-scaled; the legend speaks in frequencies (fraction of blocks)
+        var fmin = Infinity, fmax = -Infinity, never = 0;
+        for (i = 0; i < d.n; i++) { var f = d.freq[i]; if (f <= 0) never++; if (f < fmin) fmin = f; if (f > fmax) fmax = f; }
+        var fmt = function (x) { return x <= 0 ? "0" : (x >= 0.01 ? (100 * x).toPrecision(3) + "%" : x.toExponential(1)); };
+        legend.textContent = "firing frequency (share of blocks, log colour scale): " + fmt(fmin) + " … " + fmt(fmax) +
+          (never ? "; " + never + " never fired" : "");
+      } else {
+        legend.textContent = "decoder norm: " + lo.toPrecision(3) + " … " + hi.toPrecision(3);
+      }
     }
     S.colours = out;
   }
