@@ -199,7 +199,8 @@ def run_demo(out: str | Path, *, fast: bool = False, source: str = "default", la
     t = time.perf_counter()
     log("demo: writing the feature atlas")
     atlas_pipeline.run(source, out / "atlas", layers=layers, params=AtlasParams(layout="pca"), lobes=out / "lobes",
-                       atoms=out / "atoms", galaxy=galaxy_dir, harvest=out / "harvest")
+                       atoms=out / "atoms", galaxy=galaxy_dir, harvest=out / "harvest",
+                       figures={"layers": out / "layers"})
     summary["atlas"] = str(out / "atlas" / "index.html")
     timings["atlas"] = time.perf_counter() - t
     save()

@@ -371,3 +371,25 @@ def test_canvas2d_fallback_when_webgl_is_missing(site, playwright):
         assert page.locator("#panel .label").text_content() == XSS_SCRIPT and ev["dialogs"] == []
     finally:
         b.close()
+
+
+def test_layerwise_analysis_figures_join_the_panel(pipeline, tmp_path, capsys):
+    """`--lens DIR` (any layer-wise analysis output) puts its figures in the site; bad dirs are one-line errors."""
+    from featuregeo.cli import main
+    from featuregeo.pl.base import pyplot, save_figure
+
+    lay = tmp_path / "layers_out"
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, lay / "layers_cka.png")
+    out = tmp_path / "a"
+    assert main(["atlas", str(pipeline / "saes"), "--out", str(out), "--layout", "pca", "--lens", str(lay)]) == 0
+    assert (out / "figures" / "layers_cka.png").is_file()
+    assert "figures/layers_cka.png" in AtlasResult.load(out).figures
+    capsys.readouterr()
+    fails(capsys, [pipeline / "saes", "--out", tmp_path / "b", "--updates", tmp_path / "nope"],
+          r"--updates: .*nope is not a directory")
+    (tmp_path / "empty").mkdir()
+    fails(capsys, [pipeline / "saes", "--out", tmp_path / "b", "--interaction", tmp_path / "empty"],
+          r"--interaction: no figures \(\*\.png\) in .*empty")

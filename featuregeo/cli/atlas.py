@@ -6,6 +6,9 @@ import time
 
 from featuregeo.cli.common import log
 
+#: layer-wise analyses whose figures the atlas panel can show (featuregeo.pipeline.atlas.FIGURE_ANALYSES)
+FIGURE_FLAGS = {"layers": "comparison", "lens": "lens", "updates": "updates", "interaction": "interaction"}
+
 
 def cmd_atlas(args) -> int:
     from featuregeo.atlas import AtlasParams
@@ -16,7 +19,9 @@ def cmd_atlas(args) -> int:
     params = AtlasParams(layout=args.layout, affinity=args.affinity, n_clusters=args.n_clusters, seed=args.seed,
                          top_cofiring=args.top_cofiring, n_neighbors=args.n_neighbors)
     res = pipeline.run(args.source, args.out, layers=parse_layers(args.layers), params=params, lobes=args.lobes,
-                       atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or ())
+                       atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or (),
+                       figures={name: getattr(args, f"fig_{flag}") for name, flag in FIGURE_FLAGS.items()
+                                if getattr(args, f"fig_{flag}")})
     print(f"atlas: {len(res.layers)} layers, {res.n_features} features -> {args.out}/index.html")
     log(f"atlas: wrote {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
@@ -31,6 +36,9 @@ def add(sub) -> None:
     at.add_argument("--atoms", metavar="DIR", help="atoms output with crystals.csv (DIR/ or DIR/layer_L/)")
     at.add_argument("--galaxy", metavar="DIR", help="output of `featuregeo galaxy`")
     at.add_argument("--harvest", metavar="DIR", help="output of `featuregeo harvest` (firing frequency, co-firing)")
+    for name, flag in FIGURE_FLAGS.items():
+        at.add_argument(f"--{flag}", dest=f"fig_{flag}", metavar="DIR",
+                        help=f"output of `featuregeo {name}`: its figures are shown in the side panel")
     at.add_argument("--labels", metavar="FILE", nargs="+", action="extend",
                     help="label CSV/JSON files or Neuronpedia explanation exports (batch-N.jsonl.gz or a folder)")
     at.add_argument("--layout", choices=["umap", "tsne", "pca"], default="umap")

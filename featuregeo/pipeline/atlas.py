@@ -216,7 +216,23 @@ def label_inputs(sources, layer: int, cloud) -> dict[int, str]:
     return sources.for_layer(layer, cloud.provenance.neuronpedia_id)
 
 
-def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: Iterable = ()) -> AtlasInputs:
+#: layer-wise analyses whose suite-level figures the atlas panel shows (``--lens DIR`` etc.)
+FIGURE_ANALYSES = ("layers", "lens", "updates", "interaction")
+
+
+def analysis_figures(flag: str, directory: str | Path) -> list[Path]:
+    """The figures (``*.png`` at the top of ``DIR``) of a layer-wise analysis's output directory."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"{flag}: {d} is not a directory; expected the output of `featuregeo {flag[2:]}`")
+    figs = sorted(d.glob("*.png"))
+    if not figs:
+        raise InputError(f"{flag}: no figures (*.png) in {d}; expected the output of `featuregeo {flag[2:]}`")
+    return figs
+
+
+def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: Iterable = (),
+                 extra: dict[str, str | Path] | None = None) -> AtlasInputs:
     """All adapters together: an :class:`AtlasInputs` whose provider builds each layer's inputs on demand.
 
     Directories are checked and small files (galaxy records, crystals, the harvest manifest) are
@@ -238,12 +254,17 @@ def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: I
                            crystals=crystals.get(layer), galaxy=gal.get(layer),
                            labels=label_inputs(label_src, layer, cloud))
 
-    return AtlasInputs(provider=provider, figures=galaxy_figures(galaxy) if galaxy is not None else [])
+    figures = galaxy_figures(galaxy) if galaxy is not None else []
+    for name, d in (extra or {}).items():
+        if d is not None:
+            figures += analysis_figures("--comparison" if name == "layers" else f"--{name}", d)
+    return AtlasInputs(provider=provider, figures=figures)
 
 
 def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params: AtlasParams | None = None,
         lobes: str | Path | None = None, atoms: str | Path | None = None, galaxy: str | Path | None = None,
         harvest: str | Path | None = None, labels: Iterable[str | Path] = (),
+        figures: dict[str, str | Path] | None = None,
         progress: Callable[[str], None] | None = log) -> AtlasResult:
     """The atlas of a source in ``out`` (static site + tables + ``atlas.json``); resumes finished layers.
 
@@ -262,6 +283,9 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
         computed on the same SAEs; a mismatch is refused.
     labels : iterable of path
         Label tables and Neuronpedia exports (:class:`featuregeo.io.labels.LabelSources`).
+    figures : dict, optional
+        ``{analysis: output directory}`` of layer-wise analyses (one of :data:`FIGURE_ANALYSES`:
+        ``layers``, ``lens``, ``updates``, ``interaction``) whose figures the side panel shows.
     progress : callable, optional
 
     Returns
@@ -279,7 +303,10 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     out = output_dir(out)
     if lobes is not None:
         _lobes_result(lobes)  # readable, before any work
-    inputs = atlas_inputs(lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest, labels=labels)
+    unknown = sorted(set(figures or {}) - set(FIGURE_ANALYSES))
+    if unknown:
+        raise InputError(f"figures: expected analyses among {list(FIGURE_ANALYSES)}. Got {unknown} instead.")
+    inputs = atlas_inputs(lobes=lobes, atoms=atoms, galaxy=galaxy, harvest=harvest, labels=labels, extra=figures)
     if isinstance(source, (str, Path)):
         suite = open_suite(str(source), list(layers) if layers is not None else None)
     else:
@@ -291,5 +318,5 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
         return build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
 
 
-__all__ = ["run", "atlas_inputs", "lobes_inputs", "crystal_inputs", "galaxy_inputs", "galaxy_figures",
+__all__ = ["run", "atlas_inputs", "analysis_figures", "FIGURE_ANALYSES", "lobes_inputs", "crystal_inputs", "galaxy_inputs", "galaxy_figures",
            "harvest_inputs", "label_inputs", "open_harvest"]
