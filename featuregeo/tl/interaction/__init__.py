@@ -163,7 +163,7 @@ def analyze(model: LoadedModel, params: InteractionParams | None = None, *, suit
                     say(progress, f"interaction: edges {layers[i]}->{layers[i + 1]} ({method}): top-1% mass "
                                   f"{top_fraction(E):.3f}")
                     return EdgeSet(layer_in=layers[i], layer_out=layers[i + 1], method=method, edges=E,
-                                   steps=params.edge_steps, rows=int(sub[i].shape[0]),
+                                   steps=params.edge_steps, n_rows=int(sub[i].shape[0]),
                                    n_tokens=int(sub[i].shape[0] * T), top1_mass=top_fraction(E), convergence=conv)
 
                 fp = fingerprint("interaction.edges", method, fps.get(i, ""), fps.get(i + 1, ""), mfp, rows_fp, k,

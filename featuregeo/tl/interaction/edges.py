@@ -39,7 +39,7 @@ class Convergence(Result):
         ``||E(steps) - E(max steps)||_F / ||E(max steps)||_F`` (0 at the largest step count).
     total : list of float
         Sum of all edges at each step count.
-    rows : int
+    n_rows : int
         Rows used.
     """
 
@@ -47,7 +47,7 @@ class Convergence(Result):
     steps: list[int] = field(default_factory=list)
     rel_change: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
-    rows: int = 0
+    n_rows: int = 0
 
 
 @dataclass
@@ -63,7 +63,7 @@ class EdgeSet(Result):
         ``E_ij`` (squared units of the output feature).
     steps : int
         Integration steps.
-    rows, n_tokens : int
+    n_rows, n_tokens : int
         Rows and output positions averaged over.
     top1_mass : float
         Fraction of the total edge mass in the largest 1 % of edges (at least one edge).
@@ -76,7 +76,7 @@ class EdgeSet(Result):
     method: str = "interaction"
     edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     steps: int = 0
-    rows: int = 0
+    n_rows: int = 0
     n_tokens: int = 0
     top1_mass: float = float("nan")
     convergence: Convergence | None = None
@@ -158,4 +158,4 @@ def convergence(acts: np.ndarray, step: Step, basis_in: LayerBasis, basis_out: L
     den = max(float(np.linalg.norm(ref)), 1e-300)
     return Convergence(steps=[int(s) for s in step_counts],
                        rel_change=[float(np.linalg.norm(m - ref) / den) for m in mats],
-                       total=[float(m.sum()) for m in mats], rows=int(np.asarray(acts).shape[0]))
+                       total=[float(m.sum()) for m in mats], n_rows=int(np.asarray(acts).shape[0]))
