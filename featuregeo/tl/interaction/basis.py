@@ -246,9 +246,9 @@ def m_prime(acts: np.ndarray, g: Callable, *, mode: str = "stochastic", n_source
 def basis_from_m(layer: int, G: np.ndarray, n_tokens: int, Mp: np.ndarray, gram_threshold: float,
                  m_threshold: float, *, m_rel_se: float = float("nan"), jacobian: str = "stochastic") -> LayerBasis:
     """``C = U D^{-1/2} V L^{1/2}`` from the Gram matrix ``G`` and ``M'`` (both ``[d+1, d+1]``)."""
-    D, U = eig_desc(G)
-    r = _keep(D, gram_threshold, f"layer {layer} Gram matrix")
-    D, U = D[:r], U[:, :r]
+    D_all, U = eig_desc(G)
+    r = _keep(D_all, gram_threshold, f"layer {layer} Gram matrix")
+    D, U = D_all[:r], U[:, :r]
     sq = np.sqrt(D)
     M = (U * sq).T @ Mp @ (U * sq)
     L, V = eig_desc(M)
@@ -258,7 +258,7 @@ def basis_from_m(layer: int, G: np.ndarray, n_tokens: int, Mp: np.ndarray, gram_
     C = (U / sq) @ V * np.sqrt(L)
     P = (U * sq) @ V / np.sqrt(L)
     return LayerBasis(layer=layer, method="interaction", d=G.shape[0] - 1, n_tokens=n_tokens,
-                      gram_eigenvalues=eig_desc(G)[0], n_gram=r, m_eigenvalues=m_all, n_kept=q, importance=L.copy(),
+                      gram_eigenvalues=D_all, n_gram=r, m_eigenvalues=m_all, n_kept=q, importance=L.copy(),
                       C=C, P=P, m_rel_se=m_rel_se, jacobian=jacobian)
 
 
