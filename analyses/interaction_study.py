@@ -17,42 +17,61 @@ import resource
 import sys
 import time
 
+import numpy as np
+
 from featuregeo.core.errors import InputError
 from featuregeo.pipeline import interaction as pipeline
-from featuregeo.tl.interaction import InteractionParams
+from featuregeo.tl.interaction import InteractionParams, InteractionResult, top_fraction
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
-def report(res) -> None:
+def report(res, *, rss: bool = True) -> None:
     p = res.params
     print(f"\n== interaction basis of {res.model}, node layers {p.layers[0]}..{p.layers[1]}, {res.n_tokens} tokens, "
           f"M' {p.jacobian} ({p.n_sources} sources), thresholds G {p.gram_threshold:g} M {p.m_threshold:g}")
+    print("retained dimensions at the run's thresholds (n_gram, n_inter, n_pca) and eigenvalues above 1e-6 / 1e-4 "
+          "/ 1e-2 of the largest (M for the interaction basis, G for PCA)")
     print(f"{'layer':>5} {'method':>11} {'n_gram':>6} {'n_inter':>7} {'n_pca':>5} {'M rel.se':>8} "
-          f"{'#L>1e-3':>7} {'#D>1e-3':>7}  SAE best|cos| median: inter / PCA / random")
+          f"{'inter 1e-6/1e-4/1e-2':>20} {'PCA 1e-6/1e-4/1e-2':>18}  SAE best|cos| median: inter / PCA / random")
     for r in res.layers:
         b = r.basis
-        nL = int((b.importance > 1e-3 * b.importance[0]).sum())
-        nD = int((r.pca.importance > 1e-3 * r.pca.importance[0]).sum())
+        nL = "/".join(str(int((b.importance > t * b.importance[0]).sum())) for t in (1e-6, 1e-4, 1e-2))
+        nD = "/".join(str(int((r.pca.importance > t * r.pca.importance[0]).sum())) for t in (1e-6, 1e-4, 1e-2))
         s = r.sae
         sae = "-" if s is None else f"{s.median_interaction:.3f} / {s.median_pca:.3f} / {s.median_random:.3f}"
         print(f"{r.layer:>5} {b.method:>11} {r.n_gram:>6} {r.n_interaction:>7} {r.n_pca:>5} "
-              f"{r.m_rel_se:>8.3g} {nL:>7} {nD:>7}  {sae}")
+              f"{r.m_rel_se:>8.3g} {nL:>20} {nD:>18}  {sae}")
     for e, q in zip(res.edges, res.pca_edges):
         c = e.convergence
         conv = "" if c is None else "; convergence " + ", ".join(f"{s}:{x:.3g}" for s, x in zip(c.steps, c.rel_change))
         print(f"edges {e.layer_in}->{e.layer_out} (top {e.edges.shape[1]}x{e.edges.shape[0]}, {e.steps} steps, "
               f"{e.n_tokens} tokens): top-1% mass interaction {e.top1_mass:.3f}, PCA {q.top1_mass:.3f}{conv}")
+        E, Q = np.asarray(e.edges), np.asarray(q.edges)
+        print(f"    edge 0->0 share interaction {E[0, 0] / E.sum():.3f}, PCA {Q[0, 0] / Q.sum():.3f}; top-5% mass "
+              f"{top_fraction(E, 0.05):.3f} vs {top_fraction(Q, 0.05):.3f}; without direction 0: top-1% "
+              f"{top_fraction(E[1:, 1:]):.3f} vs {top_fraction(Q[1:, 1:]):.3f}, top-5% "
+              f"{top_fraction(E[1:, 1:], 0.05):.3f} vs {top_fraction(Q[1:, 1:], 0.05):.3f}")
+        if c is not None:
+            print("    edge total vs steps (convergence rows): " + ", ".join(f"{s}:{t:.3g}" for s, t in
+                                                                       zip(c.steps, c.total)))
     for r in res.layers:
         a = r.ablation
         if a is None:
             continue
         print(f"loss keeping top n at layer {a.layer} (baseline {a.baseline:.3f} nats, {a.n_tokens} held-out tokens): "
               + ", ".join(f"n={n}: {x:.3f} vs PCA {y:.3f}" for n, x, y in zip(a.n, a.loss_interaction, a.loss_pca)))
-    print("timings of this invocation (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items())
-          + f"; total {res.seconds:.1f}; peak RSS {peak_rss_gb():.2f} GB")
+    for r in res.layers:
+        if r.sae is not None:
+            s = r.sae
+            print(f"SAE layer {s.layer} ({s.n_sae} decoder rows): fraction of top {len(s.interaction)} directions with best "
+                  f"|cos| > 0.5: interaction {np.mean(s.interaction > 0.5):.2f}, PCA {np.mean(s.pca > 0.5):.2f}, random "
+                  f"{np.mean(s.random > 0.5):.2f}")
+    print("timings of the invocation that wrote this result (s; reused units take ~0): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()) + f"; total {res.seconds:.1f}"
+          + (f"; peak RSS {peak_rss_gb():.2f} GB" if rss else ""))
 
 
 def main(argv=None) -> int:
@@ -72,7 +91,11 @@ def main(argv=None) -> int:
     ap.add_argument("--loss-rows", type=int, default=16)
     ap.add_argument("--ablation-n", default="4,16,64,256")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true", help="print the report of the result saved in --out")
     args = ap.parse_args(argv)
+    if args.report_only:
+        report(InteractionResult.load(args.out), rss=False)
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
