@@ -7,7 +7,8 @@ and a hook that keeps only some directions of the residual stream.
   block ``L`` at the text positions (``x``: ``[rows, T, d]``); the BOS position is held fixed as
   context.  It runs attention with PyTorch's math SDPA kernel so that both reverse-mode
   (``torch.func.vjp``) and forward-mode (``torch.func.jvp``) derivatives exist, and can run a float64
-  copy of the block.  ``c`` (the folded constant) is ignored: the blocks of the supported models have
+  copy of the block (Gemma's RMSNorms, which cast to float32 internally, then compute in float64 too).
+  ``c`` (the folded constant) is ignored: the blocks of the supported models have
   no additive biases, so the constant reaches the next node layer only as its own coordinate.
 * :func:`project_residual` — a context manager in which the output of one block is replaced, at every
   position but the first (BOS), by an affine map of itself (e.g. "keep the top n directions").
@@ -103,6 +104,26 @@ def _cast(v, dtype):
     return v
 
 
+def _gemma_norm_f64(self, x):
+    """Gemma's RMSNorm, ``x / rms(x) * (1 + w)``, computed in the input's dtype (the original casts to float32)."""
+    import torch
+
+    out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+    return out * (1.0 + self.weight.to(x.dtype))
+
+
+def _norms_in_float64(block) -> int:
+    """Make the Gemma RMSNorms of a float64 copy of a block compute in float64; returns how many."""
+    import types
+
+    n = 0
+    for mod in block.modules():
+        if type(mod).__name__.startswith("Gemma") and type(mod).__name__.endswith("RMSNorm") and hasattr(mod, "eps"):
+            mod.forward = types.MethodType(_gemma_norm_f64, mod)
+            n += 1
+    return n
+
+
 def block_step(loaded: LoadedModel, block: int, bos: np.ndarray, length: int, *, dtype: str = "float32") -> Callable:
     """Block ``block`` as ``step(x, c) -> y``: residual after block ``block - 1`` -> after block ``block``.
 
@@ -131,6 +152,8 @@ def block_step(loaded: LoadedModel, block: int, bos: np.ndarray, length: int, *,
     blk = decoder_layers(loaded.model)[block]
     if tdt != next(blk.parameters()).dtype:
         blk = copy.deepcopy(blk).to(tdt)
+        if tdt == torch.float64:
+            _norms_in_float64(blk)
     for p in blk.parameters():
         p.requires_grad_(False)
     kw = _cast(block_kwargs(loaded, block, length + 1), tdt)
