@@ -116,8 +116,31 @@ def test_project_residual_identity_keeps_the_loss(default_model, tiny_rows):
             pass
 
 
+def test_analyze_on_the_real_model(default_model, tmp_path):
+    """The fast path: given token rows, one transition, a 3 x 3 edge set; result and basis files round-trip."""
+    from featuregeo.pipeline.interaction import write_bases
+    from featuregeo.tl import interaction
+
+    rows = np.full((2, 9), 1000, dtype=np.int64)
+    rows[:, 0] = default_model.bos_token_id
+    rows[1, 1:] = np.arange(2000, 2008)
+    params = InteractionParams(layers=(5, 6), n_rows=2, row_len=8, edge_directions=3, edge_steps=1, edge_rows=1,
+                               convergence_rows=0, loss_rows=0)
+    res = interaction.analyze(default_model, params, rows=rows)
+    b5, b6 = res.layers[0].basis, res.layers[1].basis
+    assert b5.method == "interaction" and b6.method == "pca" and 0 < b5.n_kept <= b5.n_gram <= 16
+    assert np.isfinite(res.layers[0].m_rel_se) and res.edges[0].edges.shape == (3, 3)
+    assert res.edges[0].convergence is None and res.layers[0].ablation is None
+    res.save(tmp_path)
+    write_bases(res, tmp_path)
+    assert interaction.InteractionResult.load(tmp_path).to_dict() == res.to_dict()
+    with np.load(tmp_path / "basis_L5.npz", allow_pickle=False) as z:
+        assert z["C"].dtype == np.float64 and np.allclose(z["C"].T @ z["P"], np.eye(b5.n_kept), atol=1e-6)
+
+
+@pytest.mark.slow
 def test_pipeline_on_the_real_model(default_model, tmp_path):
-    """Bases, edges, files and resuming on a tiny section (no loss curve, no SAE: see the slow test)."""
+    """Bases, edges, files, figures and resuming on a tiny section (no loss curve, no SAE: see below)."""
     from featuregeo.pipeline import interaction as pipe
     from featuregeo.pl.interaction import FIGURES
 
