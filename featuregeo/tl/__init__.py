@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-ANALYSES = ("galaxy", "lobes", "atoms", "layers")
+ANALYSES = ("galaxy", "lobes", "atoms", "layers", "updates")
 
 
 def __getattr__(name: str):
