@@ -20,10 +20,10 @@ __all__ = ["split_record", "analyze_arrays", "transition"]
 
 
 def split_record(D: np.ndarray, T: np.ndarray, groups: np.ndarray, *, target: str, cls: str, neighbours: str,
-                 k: int, rank: int, energy: float) -> UpdateFit:
-    """An :class:`UpdateFit` from an update and its tokenwise part."""
+                 k: int, rank: int, energy: float, subspace: bool = True) -> UpdateFit:
+    """An :class:`UpdateFit` from an update and its tokenwise part (``subspace=False``: no projections)."""
     return UpdateFit(target=target, cls=cls, neighbours=neighbours, k=k, rank=rank,
-                     **geometry(D, T, groups, energy=energy))
+                     **geometry(D, T, groups, energy=energy, subspace=subspace))
 
 
 def analyze_arrays(h: np.ndarray, D: np.ndarray, groups: np.ndarray, params: UpdatesParams, *,
@@ -63,10 +63,11 @@ def transition(model, acts: UpdateActivations, rows: np.ndarray, layer: int, par
     nbr_all = knn_other_rows(prepare(h, p.metric), groups, kmax, metric=p.metric)
     nbr = nbr_all[:, :p.k]
 
-    def record(cls, target, y, T, k=p.k, rank=p.rank, neighbours="knn"):
+    def record(cls, target, y, T, k=p.k, rank=p.rank, neighbours="knn", subspace=True):
         is_local = cls in LOCAL_CLASSES
         return split_record(y, T, groups, target=target, cls=cls, neighbours=neighbours if is_local else "none",
-                            k=k if is_local else 0, rank=rank if cls == "lowrank" else 0, energy=p.energy)
+                            k=k if is_local else 0, rank=rank if cls == "lowrank" else 0, energy=p.energy,
+                            subspace=subspace)
 
     # every local fit of the whole update shares one gather of the neighbours
     specs = [(c, p.k, p.rank) for c in local]
@@ -92,10 +93,11 @@ def transition(model, acts: UpdateActivations, rows: np.ndarray, layer: int, par
     sens = []
     for c in local:
         for k in p.k_grid:
-            sens.append(record(c, "update", D, parts[(c, k, p.rank if c == "lowrank" else 0)], k=k))
+            sens.append(record(c, "update", D, parts[(c, k, p.rank if c == "lowrank" else 0)], k=k,
+                               subspace=False))
         if c == "lowrank":
             for r in p.rank_grid:
-                sens.append(record(c, "update", D, parts[(c, p.k, r)], rank=r))
+                sens.append(record(c, "update", D, parts[(c, p.k, r)], rank=r, subspace=False))
     parts = {c: parts[key[c]] for c in p.classes}
     t_geo = time.perf_counter() - t0
     function = []

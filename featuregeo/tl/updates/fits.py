@@ -17,29 +17,16 @@ All three return ``T`` with the shape of ``D``; the residual is ``R = D - T``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
 
 from featuregeo.core.errors import InputError
+from featuregeo.tl.updates.geometry import one_thread
 
 __all__ = ["local_fits", "fit_diag", "fit_lowrank", "fit_global", "tokenwise"]
 
 CHUNK = 512  # tokens per batched local fit (memory ~ CHUNK * k * d floats, a few times)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny batched LAPACK calls (k x k solves and eigh) run many times faster on one thread."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _torch(a):
@@ -87,7 +74,7 @@ def local_fits(h: np.ndarray, D: np.ndarray, nbr: np.ndarray, specs: Sequence[tu
                 lam = ridge * Kk.diagonal(dim1=1, dim2=2).mean(1) + 1e-30
                 Kr = Kk + lam[:, None, None] * torch.eye(k, dtype=torch.float64)
                 coefs = []
-                with _one_thread():
+                with one_thread():
                     w = torch.linalg.solve(Kr, qk)                          # p_i = Dn^T w (plain local ridge)
                     if any(r < k for _, r in mine):
                         # fitted neighbour updates F = S Dn, S = K (K + lam)^-1; F F^T = S E S^T
@@ -121,6 +108,8 @@ def fit_lowrank(h: np.ndarray, D: np.ndarray, nbr: np.ndarray, *, rank: int = 8,
 
 def fit_global(h: np.ndarray, D: np.ndarray, groups: np.ndarray, *, ridge: float = 0.01) -> np.ndarray:
     """Global affine map ``D ~ W h + b`` (ridge), cross-fitted over even / odd rows."""
+    import torch
+
     groups = np.asarray(groups)
     fold = (np.unique(groups, return_inverse=True)[1] % 2).astype(bool)
     if fold.all() or (~fold).all():
@@ -132,7 +121,8 @@ def fit_global(h: np.ndarray, D: np.ndarray, groups: np.ndarray, *, ridge: float
         Xa, Ya = X[~test], Y[~test]
         G = Xa.T @ Xa
         lam = ridge * np.trace(G) / G.shape[0]
-        W = np.linalg.solve(G + lam * np.eye(G.shape[0]), Xa.T @ Ya)
+        with one_thread():
+            W = torch.linalg.solve(torch.from_numpy(G + lam * np.eye(G.shape[0])), torch.from_numpy(Xa.T @ Ya)).numpy()
         T[test] = X[test] @ W
     return T.astype(np.float32)
 
