@@ -181,3 +181,27 @@ def test_result_roundtrip_and_table(tmp_path):
     assert r.layer(3).fit("diag", "mlp").explained == 0.99
     with pytest.raises(InputError, match="layer: expected one of"):
         r.layer(7)
+
+
+def test_batched_local_fits_equal_a_per_token_reference(rng):
+    """The batched dual-form fits equal the textbook per-token computation (primal ridge, full SVD)."""
+    n, d, k = 300, 20, 12
+    h = rng.standard_normal((n, d))
+    D = np.tanh(h @ rng.standard_normal((d, d))) + 0.1 * rng.standard_normal((n, d))
+    groups = np.repeat(np.arange(10), 30)
+    nbr = U.knn_other_rows(U.prepare(h), groups, k)
+    specs = [("diag", 8, 0), ("diag", 12, 0), ("lowrank", 12, 3), ("lowrank", 8, 2), ("lowrank", 12, 12)]
+    outs = U.local_fits(h, D, nbr, specs, ridge=0.05)
+    for (cls, kk, r), T in zip(specs, outs):
+        for i in range(0, n, 37):
+            H, Y = h[nbr[i, :kk]], D[nbr[i, :kk]]
+            if cls == "diag":
+                den = (H * H).sum(0)
+                ref = (H * Y).sum(0) / (den + 0.05 * den.mean()) * h[i]
+            else:
+                lam = 0.05 * np.trace(H @ H.T) / kk
+                A_t = np.linalg.solve(H.T @ H + lam * np.eye(d), H.T @ Y)     # primal ridge: D ~ h A_t
+                _, _, Vt = np.linalg.svd(H @ A_t, full_matrices=False)
+                V = Vt[:r].T
+                ref = (h[i] @ A_t) @ V @ V.T
+            assert np.allclose(T[i], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max()), (cls, kk, r, i)

@@ -38,7 +38,7 @@ from featuregeo.io.update_hooks import final_logprobs, read_updates
 from featuregeo.tl.layers.heldout import HeldoutRows, heldout_rows as _layers_heldout_rows, model_fingerprint
 from featuregeo.tl.layers.params import LayersParams
 from featuregeo.tl.updates.analysis import analyze_arrays, split_record, transition
-from featuregeo.tl.updates.fits import fit_diag, fit_global, fit_lowrank, tokenwise
+from featuregeo.tl.updates.fits import fit_diag, fit_global, fit_lowrank, local_fits, tokenwise
 from featuregeo.tl.updates.function import kl_divergence, patch_positions, spearman, spearman_boot
 from featuregeo.tl.updates.geometry import dominant_subspace, geometry, row_cos
 from featuregeo.tl.updates.neighbours import knn_brute_force, knn_other_rows, prepare, recall, shuffled_neighbours
@@ -49,7 +49,7 @@ from featuregeo.tl.updates.result import UpdateFit, UpdateFunction, UpdatesLayer
 __all__ = [
     "UpdatesParams", "UpdatesResult", "UpdatesLayer", "UpdateFit", "UpdateFunction", "analyze", "check_inputs",
     "heldout_rows", "transitions", "CLASSES", "LOCAL_CLASSES", "METRICS", "analyze_arrays", "split_record",
-    "transition", "fit_diag", "fit_lowrank", "fit_global", "tokenwise", "geometry", "dominant_subspace", "row_cos",
+    "transition", "local_fits", "fit_diag", "fit_lowrank", "fit_global", "tokenwise", "geometry", "dominant_subspace", "row_cos",
     "knn_other_rows", "knn_brute_force", "prepare", "recall", "shuffled_neighbours", "spearman", "spearman_boot",
     "kl_divergence", "patch_positions", "PlantedUpdates", "planted_updates",
 ]
