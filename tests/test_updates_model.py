@@ -86,6 +86,21 @@ def test_pipeline_writes_result_figures_and_resumes(small_run, default_model):
         assert ck.computed == ["layer_16"]
 
 
+def test_cli_runs_and_prints_the_table(default_model, monkeypatch, tmp_path, capsys):
+    import featuregeo.io.models as models
+    from featuregeo.cli import main
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: default_model)  # the session's model
+    out = tmp_path / "u"
+    argv = ["updates", "--out", str(out), "--layers", "16", "--n-rows", "6", "--seq-len", "16", "--k", "8",
+            "--rank", "2", "--k-grid", "8", "--rank-grid", "2", "--kl-classes", "lowrank", "--kl-positions", "1",
+            "--n-boot", "20"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "16->17" in text and "spearman" in text
+    assert (out / "updates.json").exists() and (out / "updates_alignment.png").exists()
+
+
 @pytest.mark.slow
 def test_same_inputs_same_numbers(small_run, default_model):
     from featuregeo.tl import updates as tl
