@@ -86,6 +86,7 @@ def test_pipeline_writes_result_figures_and_resumes(small_run, default_model):
         assert ck.computed == ["layer_16"]
 
 
+@pytest.mark.slow  # tokenises the built-in corpus for its held-out rows (~10 s)
 def test_cli_runs_and_prints_the_table(default_model, monkeypatch, tmp_path, capsys):
     import featuregeo.io.models as models
     from featuregeo.cli import main
