@@ -49,23 +49,30 @@ def local_fits(h: np.ndarray, D: np.ndarray, nbr: np.ndarray, specs: Sequence[tu
     outs = [torch.empty_like(Dt) for _ in specs]
     diag_k = sorted({k for c, k, _ in specs if c == "diag"})
     low_k = sorted({k for c, k, _ in specs if c == "lowrank"})
+    if diag_k:  # sums over neighbours as sparse products: O(N k d), no [N, k, d] gather
+        import scipy.sparse as sp
+
+        h64, D64 = np.asarray(h, dtype=np.float64), np.asarray(D, dtype=np.float64)
+        HD, HH = h64 * D64, h64 * h64
+        n = h64.shape[0]
+        for k in diag_k:
+            W = sp.csr_matrix((np.ones(n * k), np.asarray(nbr)[:, :k].ravel(), np.arange(0, n * k + 1, k)),
+                              shape=(n, n))
+            den = W @ HH
+            lam = ridge * den.mean(1, keepdims=True)
+            T = torch.from_numpy(((W @ HD) / (den + lam + 1e-30) * h64).astype(np.float32))
+            for j, (c, kk, _) in enumerate(specs):
+                if c == "diag" and kk == k:
+                    outs[j] = T
+    klow = max(low_k, default=0)
     with torch.inference_mode():
-        for i in range(0, H.shape[0], CHUNK):
-            sl = slice(i, i + CHUNK)
-            idx = N[sl, :kmax]
-            Hn, Dn, hi = H[idx], Dt[idx], H[sl]                          # [c, k, d], [c, d]
-            if diag_k:
-                HD, HH = (Hn * Dn).double(), (Hn * Hn).double()
-                for k in diag_k:
-                    den = HH[:, :k].sum(1)
-                    lam = ridge * den.mean(1, keepdim=True)
-                    T = ((HD[:, :k].sum(1) / (den + lam + 1e-30)) * hi.double()).float()
-                    for j, (c, kk, _) in enumerate(specs):
-                        if c == "diag" and kk == k:
-                            outs[j][sl] = T
+        for i in range(0, H.shape[0], CHUNK if low_k else H.shape[0] + 1):
             if not low_k:
-                continue
-            K = torch.bmm(Hn, Hn.transpose(1, 2)).double()               # [c, kmax, kmax]
+                break
+            sl = slice(i, i + CHUNK)
+            idx = N[sl, :klow]
+            Hn, Dn, hi = H[idx], Dt[idx], H[sl]                          # [c, k, d], [c, d]
+            K = torch.bmm(Hn, Hn.transpose(1, 2)).double()               # [c, klow, klow]
             E = torch.bmm(Dn, Dn.transpose(1, 2)).double()
             q = torch.bmm(Hn, hi[:, :, None]).double()                   # neighbours . h_i
             for k in low_k:
