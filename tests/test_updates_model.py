@@ -147,8 +147,8 @@ def test_mlp_only_control_sits_at_the_fit_floor(default_model):
         nbr = tl.knn_other_rows(tl.prepare(mid), groups, 32)
         sh = tl.shuffled_neighbours(groups, 32, np.random.default_rng(0))
         knn, shuf = (tl.geometry(M, tl.fit_lowrank(mid, M, nb, rank=8), groups) for nb in (nbr, sh))
-        assert knn["cos_dt"] > 0.8 and knn["explained"] > 0.5, (L, knn)
-        assert knn["explained"] > shuf["explained"] + 0.1, (L, knn, shuf)
+        assert knn["cos_dt"] > 0.7 and knn["explained"] > 0.5, (L, knn)  # floor at 1,536 tokens (study, 8,192: median 0.85, min 0.74)
+        assert knn["explained"] > shuf["explained"] + 0.05, (L, knn, shuf)
 
 
 # ---------------------------------------------------------------------------------------------
