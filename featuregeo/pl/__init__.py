@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("base", "galaxy", "lobes", "atoms", "layers", "interaction")
+MODULES = ("base", "galaxy", "lobes", "atoms", "layers", "updates", "interaction")
 
 
 def __getattr__(name: str):
