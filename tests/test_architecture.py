@@ -46,7 +46,7 @@ def test_no_module_is_a_big_room():
     assert not big, big
 
 
-ANALYSES = {"galaxy": "Galaxy", "lobes": "Lobes", "atoms": "Atoms", "layers": "Layers"}
+ANALYSES = {"galaxy": "Galaxy", "lobes": "Lobes", "atoms": "Atoms", "layers": "Layers", "lens": "Lens"}
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("base", "galaxy", "lobes", "atoms", "layers")
+MODULES = ("base", "galaxy", "lobes", "atoms", "layers", "lens")
 
 
 def __getattr__(name: str):

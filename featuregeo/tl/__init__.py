@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-ANALYSES = ("galaxy", "lobes", "atoms", "layers")
+ANALYSES = ("galaxy", "lobes", "atoms", "layers", "lens")
 
 
 def __getattr__(name: str):
