@@ -6,7 +6,7 @@ import re
 
 from featuregeo.cli.common import log
 
-FLAGS = ("block_len", "train_tokens", "eval_tokens", "vocab_subset", "vocab_sample", "steps", "batch_tokens", "lr", "eval_dtype",
+FLAGS = ("block_len", "train_tokens", "eval_tokens", "vocab_subset", "vocab_sample", "steps", "batch_tokens", "lr", "train_dtype", "eval_dtype",
          "n_boot", "probe_tokens", "causal_rows", "causal_random", "seed")
 
 
@@ -74,6 +74,8 @@ def add(sub) -> None:
     p.add_argument("--steps", type=int, help="optimiser steps per layer (default 250)")
     p.add_argument("--batch-tokens", type=int, help="tokens per step (default 512)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--train-dtype", choices=["float32", "bfloat16"], help="unembedding precision of the training "
+                   "(default bfloat16)")
     p.add_argument("--eval-dtype", choices=["float32", "bfloat16"], help="unembedding precision of the evaluation")
     p.add_argument("--n-boot", type=int, help="bootstrap resamples (default 1000)")
     p.add_argument("--probe-tokens", type=int, help="training tokens per probe (default 4096)")

@@ -164,7 +164,7 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     t0 = time.perf_counter()
     train_cfg = {"steps": params.steps, "batch_tokens": params.batch_tokens, "lr": params.lr,
                  "vocab_subset": params.vocab_subset,
-                 "vocab_sample": params.vocab_sample, "train_tokens": int(h_final.shape[0]), "seed": params.seed}
+                 "vocab_sample": params.vocab_sample, "train_dtype": params.train_dtype, "train_tokens": int(h_final.shape[0]), "seed": params.seed}
     trained = TunedLens(identity=ident, subset=subset, config=train_cfg)
     losses, trained_layers = [], []
     for L in layers:
@@ -180,7 +180,7 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
 
             return train_translator(h_train[L], h_final, readout, subset=subset, n_sample=params.vocab_sample,
                                     steps=params.steps, batch=params.batch_tokens, lr=params.lr, seed=gen_seed,
-                                    progress=progress, label=f"layer {L}")
+                                    dtype=params.train_dtype, progress=progress, label=f"layer {L}")
 
         unit = _unit(checkpoint, f"translator_{L}", fp, fit)
         trained.weights[L], trained.biases[L] = unit["A"], unit["b"]

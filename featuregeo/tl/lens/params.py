@@ -41,6 +41,8 @@ class LensParams(Params):
     batch_tokens : int, default=512
     lr : float, default=2e-3
         Adam learning rate (linear decay to 0, gradient clipping at 1.0).
+    train_dtype : {"float32", "bfloat16"}, default="bfloat16"
+        Precision of the training unembedding matmuls (softmax, loss and parameters stay float32).
     eval_dtype : {"float32", "bfloat16"}, default="float32"
         Precision of the evaluation unembedding matmul for the lens predictions (the final
         distribution is always float32).
@@ -72,6 +74,7 @@ class LensParams(Params):
     steps: int = 250
     batch_tokens: int = 512
     lr: float = 2e-3
+    train_dtype: str = "bfloat16"
     eval_dtype: str = "float32"
     n_boot: int = 1000
     probes: bool = True
@@ -109,6 +112,7 @@ class LensParams(Params):
         check_int("steps", self.steps, minimum=0)
         check_int("batch_tokens", self.batch_tokens, minimum=1)
         check_float("lr", self.lr, low=0.0, low_open=True)
+        check_choice("train_dtype", self.train_dtype, ("float32", "bfloat16"))
         check_choice("eval_dtype", self.eval_dtype, ("float32", "bfloat16"))
         check_int("n_boot", self.n_boot, minimum=10)
         if not isinstance(self.probes, bool):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,15 +12,46 @@ import numpy as np
 from featuregeo.core.results import Result
 from featuregeo.tl.lens.params import LensParams
 
-__all__ = ["Interval", "LensScores", "ProbeScore", "CausalCheck", "LensLayer", "Trajectory", "LensResult"]
+__all__ = ["same", "Interval", "LensScores", "ProbeScore", "CausalCheck", "LensLayer", "Trajectory", "LensResult"]
 
 
 def _empty() -> np.ndarray:
     return np.zeros((0,), dtype=np.float32)
 
 
-@dataclass
-class Interval:
+def same(a: Any, b: Any) -> bool:
+    """Deep equality of records: arrays by value, NaN equal to NaN (or None), fields with
+    ``compare=False`` or a leading underscore skipped."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if a is None or b is None:
+            return False
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+                                          if f.compare and not f.name.startswith("_"))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    nan_a = a is None or (isinstance(a, (float, np.floating)) and math.isnan(a))
+    nan_b = b is None or (isinstance(b, (float, np.floating)) and math.isnan(b))
+    if nan_a or nan_b:
+        return nan_a and nan_b
+    return bool(a == b)
+
+
+class _ArrayEq:
+    def __eq__(self, other: Any) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return same(self, other)
+
+    __hash__ = None
+
+
+@dataclass(eq=False)
+class Interval(_ArrayEq):
     """A mean with its block-bootstrap 95 % interval."""
 
     mean: float = float("nan")
@@ -26,8 +59,8 @@ class Interval:
     high: float = float("nan")
 
 
-@dataclass
-class LensScores:
+@dataclass(eq=False)
+class LensScores(_ArrayEq):
     """One lens at one layer on held-out tokens (full vocabulary).
 
     Attributes
@@ -44,8 +77,8 @@ class LensScores:
     top1: Interval = field(default_factory=Interval)
 
 
-@dataclass
-class ProbeScore:
+@dataclass(eq=False)
+class ProbeScore(_ArrayEq):
     """A logistic probe and its control task at one layer.
 
     Attributes
@@ -68,8 +101,8 @@ class ProbeScore:
     n_test: int = 0
 
 
-@dataclass
-class CausalCheck:
+@dataclass(eq=False)
+class CausalCheck(_ArrayEq):
     """Held-out loss after mean-ablating a probe's directions at one layer, against random directions.
 
     Attributes
@@ -93,8 +126,8 @@ class CausalCheck:
     ratio: float = float("nan")
 
 
-@dataclass
-class LensLayer(Result):
+@dataclass(eq=False)
+class LensLayer(_ArrayEq, Result):
     """Everything measured at one layer (the output of block ``layer``).
 
     Attributes
@@ -117,8 +150,8 @@ class LensLayer(Result):
     causal: list[CausalCheck] = field(default_factory=list)
 
 
-@dataclass
-class Trajectory:
+@dataclass(eq=False)
+class Trajectory(_ArrayEq):
     """Top token per layer and position for one sentence, under both lenses.
 
     Attributes
@@ -137,8 +170,8 @@ class Trajectory:
     tuned_prob: np.ndarray = field(default_factory=_empty)
 
 
-@dataclass
-class LensResult(Result):
+@dataclass(eq=False)
+class LensResult(_ArrayEq, Result):
     """Logit lens, tuned lens and probes of one model (``lens.json`` + ``lens.npz`` + ``lens.csv``).
 
     Attributes

@@ -89,7 +89,7 @@ def _bucketed(logits, k: int, corr: float):
 
 
 def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int = 1024, steps: int, batch: int,
-                     lr: float, seed: int, progress: Callable[[str], None] | None = None,
+                     lr: float, seed: int, dtype: str = "float32", progress: Callable[[str], None] | None = None,
                      label: str = "") -> dict[str, np.ndarray]:
     """Train one affine translator by minimising KL(p_final || q).
 
@@ -111,6 +111,9 @@ def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int
     lr : float
     seed : int
         Seeds the minibatch and complement draws.
+    dtype : {"float32", "bfloat16"}, default="float32"
+        Precision of the unembedding matmuls (bfloat16 is ~5x faster on CPUs with bf16 units; the
+        softmax, loss and parameters stay float32).
 
     Returns
     -------
@@ -127,6 +130,7 @@ def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int
     opt = torch.optim.Adam([A, b], lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, steps)))
     gen = torch.Generator().manual_seed(int(seed))
+    tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     if subset is None:
         k, rest, corr = readout.vocab, None, 0.0
         w_sub = readout.weight
@@ -154,8 +158,8 @@ def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int
                 bias = None if readout.bias is None else torch.cat([b_sub, readout.bias[cols]])
             ro = Readout(norm=readout.norm, weight=w, bias=bias, softcap=readout.softcap)
         with torch.no_grad():
-            logp = _bucketed(ro.logits(h_final[idx]), k, corr)
-        logq = _bucketed(ro.logits(translate(h[idx], A, b * scale)), k, corr)
+            logp = _bucketed(ro.logits(h_final[idx], dtype=tdt), k, corr)
+        logq = _bucketed(ro.logits(translate(h[idx], A, b * scale), dtype=tdt), k, corr)
         loss = (logp.exp() * (logp - logq)).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
