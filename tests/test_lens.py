@@ -223,3 +223,10 @@ def test_model_without_final_norm_is_refused():
     lm.model.head.weight = torch.nn.Parameter(torch.zeros(10, 3))
     with pytest.raises(InputError, match="cannot find its unembedding"):
         find_readout(lm)
+
+
+def test_empty_corpus_is_refused():
+    from featuregeo.io.corpus import Corpus
+
+    with pytest.raises(InputError, match="corpus: empty; expected at least one document"):
+        lens.lens_data(None, Corpus([]), lens.LensParams())

@@ -48,6 +48,7 @@ TINY = lens.LensParams(layers=(0, 17), block_len=8, train_tokens=48, eval_tokens
                        causal_layers=(0,), causal_rows=1, causal_random=1, sentence="Paris is in France.")
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_resume_and_reload(default_model, tmp_path):
     from featuregeo.pipeline import lens as pipeline
 
@@ -58,7 +59,7 @@ def test_pipeline_end_to_end_resume_and_reload(default_model, tmp_path):
                                                "lens_trajectory.png", "lens_probes.png", "tuned_lens"}
     assert [x.layer for x in r.layers] == [0, 17] and r.trained_layers == [0]
     last = r.layer(17)
-    assert last.logit.kl.mean < 1e-6 and last.logit.top1.mean == 1.0 and last.tuned == last.logit
+    assert last.logit.kl.mean < 1e-7 and last.logit.top1.mean == 1.0 and last.tuned == last.logit
     assert r.n_eval_tokens == 24 and r.subset_size == 64 and 0 < r.subset_mass <= 1
     assert {p.task for p in r.layer(0).probes} == {"genre", "pycat"}
     assert {c.task for c in r.layer(0).causal} <= {"genre", "pycat"} and r.baseline_loss > 0
@@ -103,7 +104,7 @@ def test_cli_bad_input_is_one_line_exit_2(patched_loader, tmp_path, capsys):
     empty.write_text("")
     assert main(["lens", "--out", str(out), "--corpus", str(empty)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "corpus" in err and "expected" in err
+    assert err.count("\n") == 0 and "empty.jsonl: no non-empty documents" in err
     assert not out.exists()
 
     ident = {"model": "google/gemma-2-2b", "n_layers": 26, "d_model": 2304, "vocab": 256000}

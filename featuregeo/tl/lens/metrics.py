@@ -25,24 +25,23 @@ __all__ = ["METRICS", "token_metrics", "evaluate_lenses", "block_bootstrap"]
 METRICS = ("ce", "kl", "entropy", "top1")
 
 
-def token_metrics(logits, final_p, final_negent, final_top, targets) -> np.ndarray:
+def token_metrics(logits, final_p, final_logp, final_top, targets) -> np.ndarray:
     """Metrics of lens ``logits`` [n, V] against the final distribution: ndarray [n, 4] (METRICS order).
 
-    ``final_p`` [n, V] are the final probabilities, ``final_negent`` [n] their ``sum p log p``,
-    ``final_top`` [n] their argmax.  Fused to few passes over the vocabulary:
-    ``KL = sum p log p - sum p l + logZ`` and ``H(q) = -sum q (l - logZ)``.  ``logits`` is overwritten.
+    ``final_p`` [n, V] are the final probabilities, ``final_logp`` their logarithms, ``final_top`` [n]
+    their argmax.  Few passes over the vocabulary (row sums as batched dot products); ``KL`` sums
+    ``p (log p - log q)`` term by term, so it is exactly 0 when the lens is the final distribution.
+    ``logits`` is overwritten.
     """
     import torch
 
     l = logits.float()
     Z = torch.logsumexp(l, dim=-1, keepdim=True)
     ce = Z[:, 0] - l.gather(1, targets[:, None])[:, 0]
-    pl = torch.bmm(final_p.unsqueeze(1), l.unsqueeze(2))[:, 0, 0]
-    kl = final_negent - pl + Z[:, 0]
     top = (l.argmax(-1) == final_top).float()
-    ls = l.sub_(Z)
-    q = torch.exp(ls)
-    ent = -torch.bmm(q.unsqueeze(1), ls.unsqueeze(2))[:, 0, 0]
+    logq = l.sub_(Z)
+    kl = torch.bmm(final_p.unsqueeze(1), (final_logp - logq).unsqueeze(2))[:, 0, 0]
+    ent = -torch.bmm(torch.exp(logq).unsqueeze(1), logq.unsqueeze(2))[:, 0, 0]
     return torch.stack([ce, kl.clamp_min(0.0), ent, top], 1).double().numpy()
 
 
@@ -88,23 +87,22 @@ def evaluate_lenses(states: np.ndarray, final_index: int, targets: np.ndarray, r
         for j in range(0, N, chunk):
             sl = slice(j, min(N, j + chunk))
             fl = readout.logits(torch.as_tensor(flat[final_index, sl]))
-            flp = torch.log_softmax(fl, dim=-1)
+            flp = fl - torch.logsumexp(fl, dim=-1, keepdim=True)  # as token_metrics computes log q
             ftop = flp.argmax(-1)
             fp = flp.exp()
-            fneg = torch.bmm(fp.unsqueeze(1), flp.unsqueeze(2))[:, 0, 0]
             if sub is not None:
                 out["subset_mass"][sl] = fp[:, sub].sum(-1).double().numpy()
             for i in range(nL):
                 h = torch.as_tensor(flat[i, sl])
                 if i == final_index:
-                    m = token_metrics(fl.clone(), fp, fneg, ftop, tgt[sl])
+                    m = token_metrics(fl.clone(), fp, flp, ftop, tgt[sl])
                     out["logit"][i, sl] = m
                     out["tuned"][i, sl] = m
                     continue
-                out["logit"][i, sl] = token_metrics(readout.logits(h, dtype=tdt), fp, fneg, ftop, tgt[sl])
+                out["logit"][i, sl] = token_metrics(readout.logits(h, dtype=tdt), fp, flp, ftop, tgt[sl])
                 if i in translators:
                     A, b = translators[i]
-                    out["tuned"][i, sl] = token_metrics(readout.logits(translate(h, A, b), dtype=tdt), fp, fneg,
+                    out["tuned"][i, sl] = token_metrics(readout.logits(translate(h, A, b), dtype=tdt), fp, flp,
                                                         ftop, tgt[sl])
                 else:
                     out["tuned"][i, sl] = out["logit"][i, sl]
