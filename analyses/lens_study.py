@@ -7,8 +7,8 @@ layer 0..16, intervals not overlapping), the probes, timings and peak RSS.
 
     PYTHONPATH=. flock /work/heavy.lock python analyses/lens_study.py --out runs/lens [--reduced]
 
-``--reduced`` (what fits a shared 2-core machine in ~8 min): 4,096 training tokens, 50 steps x 256
-tokens per layer, 512 held-out tokens (4 documents x 128), 1,024 probe training tokens, one causal layer (6).  Without it: the LensParams defaults
+``--reduced`` (what fits a shared 2-core machine in ~8 min): rows of 32 tokens, 4,096 training tokens, 50 steps x 256
+tokens per layer, 512 held-out tokens (16 documents x 32), 1,024 probe training tokens, one causal layer (6).  Without it: the LensParams defaults
 (32,768 training tokens, 250 x 512, 8,192 held-out tokens), bf16 evaluation matmuls.
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     if a.reduced:
-        params = LensParams(train_tokens=4096, steps=50, batch_tokens=256, eval_tokens=512, eval_dtype="bfloat16",
+        params = LensParams(block_len=32, train_tokens=4096, steps=50, batch_tokens=256, eval_tokens=512, eval_dtype="bfloat16",
                             n_boot=1000, probe_tokens=1024, causal_layers=(6,), causal_rows=2, causal_random=2)
     else:
         params = LensParams(eval_dtype="bfloat16")
