@@ -7,9 +7,10 @@ layer 0..16, intervals not overlapping), the probes, timings and peak RSS.
 
     PYTHONPATH=. flock /work/heavy.lock python analyses/lens_study.py --out runs/lens [--reduced]
 
-``--reduced`` (what fits a shared 2-core machine in ~8 min): rows of 32 tokens, 4,096 training tokens, 50 steps x 256
-tokens per layer, 512 held-out tokens (16 documents x 32), 1,024 probe training tokens, one causal layer (6).  Without it: the LensParams defaults
-(32,768 training tokens, 250 x 512, 8,192 held-out tokens), bf16 evaluation matmuls.
+``--reduced`` (what fits a shared 2-core machine in ~8 min): rows of 32 tokens, 4,096 training
+tokens, 50 steps x 256 tokens per layer, 512 held-out tokens (16 documents x 32), 1,024 probe training
+tokens, one causal layer (6).  Without it: the LensParams defaults (32,768 training tokens, 250 x 512,
+8,192 held-out tokens), bf16 evaluation matmuls.
 """
 
 from __future__ import annotations
