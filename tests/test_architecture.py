@@ -46,8 +46,8 @@ def test_no_module_is_a_big_room():
     assert not big, big
 
 
-ANALYSES = {"galaxy": "Galaxy", "lobes": "Lobes", "atoms": "Atoms", "layers": "Layers", "updates": "Updates",
-            "interaction": "Interaction"}
+ANALYSES = {"galaxy": "Galaxy", "lobes": "Lobes", "atoms": "Atoms", "layers": "Layers", "lens": "Lens",
+            "updates": "Updates", "interaction": "Interaction"}
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))

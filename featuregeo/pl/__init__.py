@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("base", "galaxy", "lobes", "atoms", "layers", "updates", "interaction")
+MODULES = ("base", "galaxy", "lobes", "atoms", "layers", "lens", "updates", "interaction")
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-ANALYSES = ("galaxy", "lobes", "atoms", "layers", "updates", "interaction")
+ANALYSES = ("galaxy", "lobes", "atoms", "layers", "lens", "updates", "interaction")
 
 
 def __getattr__(name: str):

@@ -1,0 +1,351 @@
+"""The lens analysis: data, training, evaluation, probes and the causal check, each a resumable unit."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from featuregeo.core.checkpoint import Checkpoint
+from featuregeo.core.errors import InputError
+from featuregeo.core.util import fingerprint, say
+from featuregeo.io.hooks import heldout_loss
+from featuregeo.io.lens_hooks import Readout, ablate_directions, find_readout, hidden_states, model_identity
+from featuregeo.io.models import LoadedModel, check_layers
+from featuregeo.io.probe_labels import LabelledRows, labelled_rows
+from featuregeo.tl.lens.metrics import block_bootstrap, evaluate_lenses
+from featuregeo.tl.lens.params import LensParams
+from featuregeo.tl.lens.probes import control_labels, fit_probe, probe_directions, random_directions
+from featuregeo.tl.lens.results import (CausalCheck, Interval, LensLayer, LensResult, LensScores, ProbeScore,
+                                        Trajectory)
+from featuregeo.tl.lens.tuned import TunedLens, choose_subset, train_translator
+
+__all__ = ["LensData", "lens_data", "check_inputs", "read_layers", "analyze"]
+
+TASKS = ("genre", "pycat")
+
+
+@dataclass
+class LensData:
+    """Training and held-out token rows with labels (:func:`lens_data`)."""
+
+    train: LabelledRows
+    heldout: LabelledRows
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.train.rows, self.heldout.rows, self.train.genres, self.heldout.genres,
+                           self.train.categories, self.heldout.categories)
+
+
+def lens_data(tokenizer, corpus, params: LensParams) -> LensData:
+    """Rows of ``block_len + 1`` tokens (plus BOS) from the training and held-out splits of ``corpus``.
+
+    Training rows take up to 4 rows per document; held-out rows one per document (the bootstrap blocks).
+
+    Raises
+    ------
+    InputError
+        An empty corpus, or a split without a document long enough.
+    """
+    if corpus is None:
+        from featuregeo.io.corpus import builtin_corpus
+
+        corpus = builtin_corpus()
+    if len(corpus) == 0:
+        raise InputError("corpus: empty; expected at least one document")
+    train, held = corpus.split(params.held_out, seed=params.seed)
+    if len(train) == 0 or len(held) == 0:
+        raise InputError(f"corpus: {len(corpus)} documents give an empty {'training' if len(train) == 0 else 'held-out'} "
+                         f"split (held_out={params.held_out}); expected more documents")
+    L = params.block_len + 1
+    tr = labelled_rows(train.interleaved(), tokenizer, L, max_rows=math.ceil(params.train_tokens / params.block_len),
+                       max_per_doc=4, what="corpus (training split)")
+    he = labelled_rows(held.interleaved(), tokenizer, L, max_rows=math.ceil(params.eval_tokens / params.block_len),
+                       max_per_doc=1, what="corpus (held-out split)")
+    return LensData(train=tr, heldout=he)
+
+
+def read_layers(loaded: LoadedModel, params: LensParams) -> list[int]:
+    """The blocks whose residual stream is read: the selection, the last block, the causal layers."""
+    sel = list(range(loaded.n_layers)) if params.layers is None else list(params.layers)
+    extra = list(params.causal_layers) if params.probes else []
+    return check_layers(loaded, sel + [loaded.n_layers - 1] + extra)
+
+
+def check_inputs(loaded: LoadedModel, params: LensParams, lens: TunedLens | None = None) -> Readout:
+    """Validate the model-dependent inputs (layers, read-out, a given lens); returns the read-out."""
+    if not isinstance(loaded, LoadedModel):
+        raise InputError(f"model: expected a LoadedModel. Got {type(loaded).__name__} instead.")
+    if params.layers is not None:
+        check_layers(loaded, params.layers)
+    if params.probes:
+        bad = [L for L in params.causal_layers if not 0 <= L < loaded.n_layers]
+        if bad:
+            raise InputError(f"causal_layers: layer {bad[0]} is out of range for {loaded.name!r}; expected layers in "
+                             f"0..{loaded.n_layers - 1}")
+    readout = find_readout(loaded)
+    if lens is not None:
+        lens.check(model_identity(loaded))
+    return readout
+
+
+def _unit(ck: Checkpoint | None, key: str, fp: str, compute):
+    return compute() if ck is None else ck.arrays(key, fp, compute)
+
+
+def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | None = None,
+            lens: TunedLens | None = None, checkpoint: Checkpoint | None = None,
+            progress: Callable[[str], None] | None = None) -> LensResult:
+    """Logit lens, tuned lens and probes per layer of ``model`` on ``corpus``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    corpus : Corpus or None
+        Documents with genres (None: the built-in corpus).  Ignored when ``data`` is given.
+    params : LensParams
+    data : LensData, optional
+        Rows already built by :func:`lens_data`.
+    lens : TunedLens, optional
+        Pretrained translators (checked against the model); layers it lacks are trained.
+    checkpoint : Checkpoint, optional
+        Units: ``subset``, ``translator_<L>``, ``evaluation``, ``probes_<L>``, ``causal_baseline``,
+        ``causal_<L>_<task>``.
+    progress : callable, optional
+
+    Returns
+    -------
+    LensResult
+    """
+    import torch
+
+    params.validate()
+    readout = check_inputs(model, params, lens)
+    data = data if data is not None else lens_data(model.tokenizer, corpus, params)
+    ident = model_identity(model)
+    layers = read_layers(model, params)
+    last = model.n_layers - 1
+    pos = {L: i for i, L in enumerate(layers)}
+    T = params.block_len
+    base_fp = fingerprint(ident, data.fingerprint(), params.seed, params.block_len)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    say(progress, f"lens: reading {len(layers)} layers of {data.train.rows.shape[0]} training and "
+                  f"{data.heldout.rows.shape[0]} held-out rows")
+    tr_states = hidden_states(model, data.train.rows, layers, progress=progress)[:, :, :T]
+    ev_states = hidden_states(model, data.heldout.rows, layers, progress=progress)[:, :, :T]
+    timings["hidden_states"] = time.perf_counter() - t0
+    d = model.d_model
+    h_train = {L: torch.as_tensor(tr_states[pos[L]].reshape(-1, d)) for L in layers}
+    h_final = h_train[last]
+
+    # -- vocabulary subset --------------------------------------------------------------------
+    t0 = time.perf_counter()
+    subset = None
+    if lens is not None and lens.subset is not None:
+        subset = np.asarray(lens.subset)
+    elif params.vocab_subset:
+        fp = fingerprint(base_fp, "subset", params.vocab_subset, params.subset_tokens)
+
+        def pick():
+            with torch.no_grad():
+                n = min(params.subset_tokens, h_final.shape[0])
+                fl = torch.cat([readout.logits(h_final[j:j + 128]) for j in range(0, n, 128)])
+            return {"subset": choose_subset(fl, params.vocab_subset)}
+
+        subset = _unit(checkpoint, "subset", fp, pick)["subset"]
+    timings["subset"] = time.perf_counter() - t0
+
+    # -- tuned lens, one resumable unit per layer ---------------------------------------------
+    t0 = time.perf_counter()
+    train_cfg = {"steps": params.steps, "batch_tokens": params.batch_tokens, "lr": params.lr,
+                 "vocab_subset": params.vocab_subset,
+                 "vocab_sample": params.vocab_sample, "train_dtype": params.train_dtype, "train_tokens": int(h_final.shape[0]), "seed": params.seed}
+    trained = TunedLens(identity=ident, subset=subset, config=train_cfg)
+    losses, trained_layers = [], []
+    for L in layers:
+        if L == last:
+            continue
+        if lens is not None and L in lens.weights:
+            trained.weights[L], trained.biases[L] = lens.weights[L], lens.biases[L]
+            continue
+        fp = fingerprint(base_fp, "translator", L, train_cfg, None if subset is None else subset)
+
+        def fit(L=L):
+            gen_seed = int(np.random.default_rng([params.seed, L]).integers(2**31))
+
+            return train_translator(h_train[L], h_final, readout, subset=subset, n_sample=params.vocab_sample,
+                                    steps=params.steps, batch=params.batch_tokens, lr=params.lr, seed=gen_seed,
+                                    dtype=params.train_dtype, progress=progress, label=f"layer {L}")
+
+        unit = _unit(checkpoint, f"translator_{L}", fp, fit)
+        trained.weights[L], trained.biases[L] = unit["A"], unit["b"]
+        losses.append(unit["loss"])
+        trained_layers.append(L)
+        say(progress, f"lens: layer {L} translator ready (final training KL "
+                      f"{float(np.mean(unit['loss'][-max(1, len(unit['loss']) // 10):])) if len(unit['loss']) else float('nan'):.4f})")
+    timings["train"] = time.perf_counter() - t0
+
+    # -- evaluation on held-out documents -----------------------------------------------------
+    t0 = time.perf_counter()
+    targets = data.heldout.rows[:, 2:2 + T]
+    transl = {pos[L]: trained.torch_params(L) for L in layers if L in trained.weights}
+    fp = fingerprint(base_fp, "evaluation", layers, params.eval_dtype,
+                     [(L, trained.weights[L], trained.biases[L]) for L in sorted(trained.weights)],
+                     None if subset is None else subset)
+    ev = _unit(checkpoint, "evaluation", fp, lambda: evaluate_lenses(
+        ev_states, pos[last], targets, readout, transl, dtype=params.eval_dtype, subset=subset, progress=progress))
+    timings["evaluate"] = time.perf_counter() - t0
+
+    recs: dict[int, LensLayer] = {}
+    for L in layers:
+        rec = LensLayer(layer=L)
+        for name in ("logit", "tuned"):
+            scores = LensScores()
+            for m, metric in enumerate(("ce", "kl", "entropy", "top1")):
+                mean, lo, hi = block_bootstrap(ev[name][pos[L], :, :, m], n_boot=params.n_boot, seed=params.seed)
+                setattr(scores, metric, Interval(mean, lo, hi))
+            setattr(rec, name, scores)
+        if L in trained_layers:
+            ls = losses[trained_layers.index(L)]
+            k = max(1, len(ls) // 10)
+            if len(ls):
+                rec.train_kl_start, rec.train_kl_end = float(ls[:k].mean()), float(ls[-k:].mean())
+        recs[L] = rec
+
+    # -- probes and the causal check ----------------------------------------------------------
+    baseline = float("nan")
+    if params.probes:
+        t0 = time.perf_counter()
+        baseline = _probes(model, data, params, layers, pos, tr_states, ev_states, recs, base_fp, checkpoint,
+                           progress)
+        timings["probes"] = time.perf_counter() - t0
+
+    traj = trajectory(model, readout, trained, params.sentence, layers)
+    sel = layers if params.layers is None else sorted(set(params.layers) | {last})
+    result = LensResult(params=params, model=model.name, n_layers=model.n_layers, d_model=d, vocab=ident["vocab"],
+                        softcap=readout.softcap, subset_size=0 if subset is None else int(len(subset)),
+                        subset_mass=float(np.nanmean(ev["subset_mass"])) if subset is not None else float("nan"),
+                        n_train_tokens=int(h_final.shape[0]), n_eval_tokens=int(targets.size),
+                        n_eval_docs=int(targets.shape[0]), baseline_loss=baseline,
+                        layers=[recs[L] for L in sel], trajectory=traj,
+                        train_loss=np.stack(losses) if losses else np.zeros((0, params.steps), dtype=np.float32),
+                        trained_layers=trained_layers, timings=timings)
+    result._lens = trained
+    return result
+
+
+def _probe_sets(data: LensData, params: LensParams, tr_states, ev_states, i: int, task: str):
+    """(Xtr, ytr, ttr, Xte, yte, tte) for one task at the read-layer index ``i``."""
+    T = params.block_len
+    out = []
+    for rows, states in ((data.train, tr_states), (data.heldout, ev_states)):
+        ids = rows.rows[:, 1:1 + T]
+        if task == "genre":
+            names = sorted(set(data.train.genres) | set(data.heldout.genres))
+            y = np.repeat(np.asarray([names.index(g) for g in rows.genres]), T).reshape(-1, T)
+        else:
+            y = rows.categories[:, :T].astype(np.int64)
+        keep = y.reshape(-1) >= 0
+        X = states[i].reshape(-1, states.shape[-1])[keep]
+        out.append((X, y.reshape(-1)[keep], ids.reshape(-1)[keep]))
+    (Xtr, ytr, ttr), (Xte, yte, tte) = out
+    if len(ytr) > params.probe_tokens:
+        rng = np.random.default_rng([params.seed, 31, TASKS.index(task)])
+        pick = np.sort(rng.choice(len(ytr), params.probe_tokens, replace=False))
+        Xtr, ytr, ttr = Xtr[pick], ytr[pick], ttr[pick]
+    return Xtr, ytr, ttr, Xte, yte, tte
+
+
+def _probes(model, data, params, layers, pos, tr_states, ev_states, recs, base_fp, ck, progress) -> float:
+    loss_rows = data.heldout.rows[:params.causal_rows]
+    baseline = float("nan")
+    if params.causal_layers:
+        fpb = fingerprint(base_fp, "baseline", params.causal_rows)
+        baseline = float(_unit(ck, "causal_baseline", fpb,
+                               lambda: {"loss": np.asarray([heldout_loss(model, loss_rows).loss])})["loss"][0])
+    for L in layers:
+        if params.layers is not None and L not in params.layers and L not in params.causal_layers:
+            continue
+        i = pos[L]
+        for k, task in enumerate(TASKS):
+            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(data, params, tr_states, ev_states, i, task)
+            if len(ytr) < 10 or len(yte) < 10 or len(np.unique(ytr)) < 2:
+                say(progress, f"lens: layer {L} probe {task}: too few labelled tokens or one class; skipped")
+                continue
+            fp = fingerprint(base_fp, "probe", L, task, params.probe_tokens)
+
+            def fit(Xtr=Xtr, ytr=ytr, ttr=ttr, Xte=Xte, yte=yte, tte=tte, k=k):
+                real = fit_probe(Xtr, ytr, Xte, yte, seed=params.seed)
+                ctl_y = control_labels(np.concatenate([ttr, tte]), np.concatenate([ytr, yte]), seed=params.seed, key=k)
+                ctl = fit_probe(Xtr, ctl_y[:len(ytr)], Xte, ctl_y[len(ytr):], seed=params.seed)
+                U = probe_directions(real.weights)
+                mu = (Xtr @ U.T).mean(0) if len(U) else np.zeros(0)
+                return {"scores": np.asarray([real.accuracy, ctl.accuracy, real.chance, real.n_classes, len(ytr),
+                                              len(yte)]), "U": U, "mu": mu}
+
+            u = _unit(ck, f"probes_{L}_{task}", fp, fit)
+            acc, ctl, chance, ncls, ntr, nte = u["scores"]
+            recs[L].probes.append(ProbeScore(task=task, accuracy=float(acc), control=float(ctl),
+                                             selectivity=float(acc - ctl), chance=float(chance),
+                                             n_classes=int(ncls), n_train=int(ntr), n_test=int(nte)))
+            say(progress, f"lens: layer {L} probe {task}: accuracy {acc:.3f}, control {ctl:.3f}, chance {chance:.3f}")
+            if L in params.causal_layers and len(u["U"]):
+                recs[L].causal.append(_causal(model, L, task, k, u["U"], u["mu"], Xtr, loss_rows, baseline,
+                                              params, base_fp, ck, progress))
+    return baseline
+
+
+def _causal(model, L, task, k, U, mu, Xtr, loss_rows, baseline, params, base_fp, ck, progress) -> CausalCheck:
+    fp = fingerprint(base_fp, "causal", L, task, U, mu, params.causal_rows, params.causal_random)
+
+    sd = Xtr.std(0)
+
+    def run():
+        with ablate_directions(model, L, U, mu):
+            ablated = heldout_loss(model, loss_rows).loss
+        rand = []
+        for r in range(params.causal_random):
+            R = random_directions(len(U), U.shape[1], seed=params.seed, key=1000 * L + 10 * k + r, scale=sd)
+            with ablate_directions(model, L, R, (Xtr @ R.T).mean(0)):
+                rand.append(heldout_loss(model, loss_rows).loss)
+        return {"ablated": np.asarray([ablated]), "random": np.asarray(rand)}
+
+    u = _unit(ck, f"causal_{L}_{task}", fp, run)
+    ablated = float(u["ablated"][0])
+    rd = [float(x) - baseline for x in u["random"]]
+    rm = float(np.mean(rd))
+    c = CausalCheck(task=task, n_dirs=int(len(U)), ablated=ablated, delta=ablated - baseline, random_deltas=rd,
+                    random_mean=rm, random_std=float(np.std(rd, ddof=1)) if len(rd) > 1 else float("nan"),
+                    ratio=(ablated - baseline) / rm if abs(rm) > 1e-9 else float("nan"))
+    say(progress, f"lens: layer {L} ablate {task} ({c.n_dirs} dirs): loss +{c.delta:.4f} vs random +{rm:.4f}")
+    return c
+
+
+def trajectory(model: LoadedModel, readout: Readout, lens: TunedLens, sentence: str, layers: list[int]) -> Trajectory:
+    """Top token (and its probability) per layer and position of ``sentence`` under both lenses."""
+    import torch
+
+    tok = model.tokenizer
+    ids = [model.bos_token_id] + tok(sentence, add_special_tokens=False)["input_ids"]
+    if len(ids) < 2:
+        raise InputError(f"sentence: {sentence!r} has no tokens; expected a non-empty text")
+    states = hidden_states(model, np.asarray([ids], dtype=np.int64), layers)[:, 0]
+    tr = Trajectory(tokens=[tok.decode([t]) for t in ids[1:]], layers=list(layers))
+    lp, tp = [], []
+    with torch.no_grad():
+        for i, L in enumerate(layers):
+            h = torch.as_tensor(states[i])
+            for name, logits in (("logit", readout.logits(h)),
+                                 ("tuned", readout.logits(h + h @ lens.torch_params(L)[0].T + lens.torch_params(L)[1]))):
+                p = torch.softmax(logits, -1)
+                val, idx = p.max(-1)
+                (tr.logit_top if name == "logit" else tr.tuned_top).append([tok.decode([int(t)]) for t in idx])
+                (lp if name == "logit" else tp).append(val.numpy())
+    tr.logit_prob = np.stack(lp).astype(np.float32)
+    tr.tuned_prob = np.stack(tp).astype(np.float32)
+    return tr
