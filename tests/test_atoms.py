@@ -206,3 +206,48 @@ def test_pynndescent_backend_recovers_planted_crystals(planted):
     X, quads = planted
     res = find_crystals(X, CrystalParams(backend="pynndescent", max_results=100))
     assert res.backend == "pynndescent" and crystal_recall(res, quads) >= 0.9
+
+
+# ---- issue 11: settings chosen on a validation split of the train pairs; analogies over all pairs' words ----
+def test_lda_and_pc_settings_are_chosen_without_looking_at_test_pairs():
+    tasks, words, X, ntok = _synthetic()
+    data = build_pair_data(tasks, words, X, ntok, test_fraction=0.3, seed=0)
+    res = analyze_pairs(data, seed=0)
+    for method in ("lda", "pc_removed"):
+        chosen = [r for r in res.methods if r.method == method and r.chosen]
+        assert len(chosen) == 1 and res.best(method) is chosen[0]
+        assert all(r.validation_accuracy is not None for r in res.methods if r.method == method)
+    # scramble every test-only word vector: test scores change, the choice and validation scores cannot
+    test_words = np.unique(np.concatenate([data.a[data.test], data.b[data.test]]))
+    train_words = np.unique(np.concatenate([data.a[~data.test], data.b[~data.test]]))
+    only_test = np.setdiff1d(test_words, train_words)
+    X2 = X.copy()
+    X2[only_test] = np.random.default_rng(9).standard_normal((only_test.size, X.shape[1])) * 5
+    res2 = analyze_pairs(build_pair_data(tasks, words, X2, ntok, test_fraction=0.3, seed=0), seed=0)
+    for r, r2 in zip(res.methods, res2.methods):
+        assert (r.validation_accuracy, r.chosen) == (r2.validation_accuracy, r2.chosen)
+    assert res2.best("lda").analogy_accuracy < res.best("lda").analogy_accuracy - 0.3
+
+
+def test_analogy_over_the_whole_vocabulary_of_pairs_is_never_easier():
+    tasks, words, X, ntok = _synthetic()
+    data = build_pair_data(tasks, words, X, ntok, test_fraction=0.3, seed=0)
+    res = analyze_pairs(data, seed=0)
+    for r in res.methods:  # the same quadruples against a superset of candidates
+        assert r.analogy_accuracy_all <= r.analogy_accuracy
+    # planted competitors: task q starts from near-copies of task p's answers, so over the whole
+    # vocabulary about half of p's analogies land on q's copy; within p's own words they do not
+    rng = np.random.default_rng(1)
+    d, n = 32, 30
+    F, G = rng.standard_normal(d) * 2, rng.standard_normal(d) * 2
+    A = rng.standard_normal((n, d)) * 3
+    B = A + F + 0.3 * rng.standard_normal((n, d))
+    C = B + 0.01 * rng.standard_normal((n, d))
+    E = C + G
+    words = [f"{s}{i}" for s in "abce" for i in range(n)]
+    Xp = np.vstack([A, B, C, E]).astype(np.float32)
+    tp = [make_task("p", [(f"a{i}", f"b{i}") for i in range(n)], "synthetic"),
+          make_task("q", [(f"c{i}", f"e{i}") for i in range(n)], "synthetic")]
+    data = build_pair_data(tp, words, Xp, np.ones(len(words), dtype=np.int64), test_fraction=0.5, seed=0)
+    raw = analyze_pairs(data, seed=0, remove_pcs=()).best("raw")
+    assert raw.analogy_by_task["p"] > 0.95 and raw.analogy_accuracy_all < raw.analogy_accuracy - 0.1, raw
