@@ -12,15 +12,15 @@ from featuregeo.core.data import FeatureCloud, Provenance, Suite
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import fingerprint, say, seed_sequence
 from featuregeo.io.activations import ActivationSource
-from featuregeo.tl.galaxy.bootstrap import bootstrap_slopes, percentile_interval
-from featuregeo.tl.galaxy.entropy import RowSampler, entropy_from_sampler
+from featuregeo.tl.galaxy.bootstrap import bootstrap_slopes, normal_interval
+from featuregeo.tl.galaxy.entropy import RowSampler, entropy_from_sampler, top_eigenvectors
 from featuregeo.tl.galaxy.nulls import isotropic_null_cloud
 from featuregeo.tl.galaxy.powerlaw import fit_power_law, window_sensitivity
 from featuregeo.tl.galaxy.result import GalaxyLayer, GalaxyParams, GalaxyResult
 from featuregeo.tl.galaxy.spectrum import accumulate, eigenspectrum
 
 #: seed sub-streams (``seed_sequence(seed, layer_or_0, STREAM)``)
-NULL_STREAM, SAMPLE_STREAM, ENTROPY_NULL_STREAM, BOOTSTRAP_STREAM, ACT_BOOTSTRAP_STREAM = 1, 2, 3, 4, 5
+NULL_STREAM, SAMPLE_STREAM, ENTROPY_NULL_STREAM, BOOTSTRAP_STREAM, ACT_BOOTSTRAP_STREAM, BASIS_STREAM = 1, 2, 3, 4, 5, 6
 
 Activations = np.ndarray | FeatureCloud
 
@@ -59,7 +59,22 @@ def _bootstrap(data: FeatureCloud, kept: list, fit, p: GalaxyParams, seed) -> tu
     """(percentile interval, replicate sd, replicate slopes) of the row bootstrap of ``fit``'s slope."""
     slopes, base = bootstrap_slopes(data, kept[0], kept[1], fit.fit_ranks, replicates=p.slope_bootstrap,
                                     center=p.center, normalize=p.normalize, seed=seed, chunk_rows=p.chunk_rows)
-    return percentile_interval(fit.slope, slopes, p.confidence), float(np.std(slopes, ddof=1)), slopes
+    return normal_interval(fit.slope, slopes, p.confidence), float(np.std(slopes, ddof=1)), slopes
+
+
+def _entropy_basis(cov: np.ndarray, p: GalaxyParams, seed) -> np.ndarray | None:
+    """Top ``entropy_pca_dim`` axes of the whole cloud's correlation (or covariance) matrix, computed once
+    for every entropy subsample; None when a per-subsample PCA is needed (normalised rows, small d, all dims)."""
+    d = cov.shape[0]
+    if p.normalize or p.entropy_pca_dim is None or 4 * (p.entropy_pca_dim + 20) >= d:
+        return None
+    c = cov
+    if p.entropy_zscore:
+        sd = np.sqrt(np.diag(cov))
+        if not np.all(sd > 0):
+            return None
+        c = cov / np.outer(sd, sd)
+    return top_eigenvectors(lambda q: c @ q, d, int(p.entropy_pca_dim), seed)
 
 
 def _window_range(fits) -> tuple[float, float] | None:
@@ -110,7 +125,9 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
     sampler = (RowSampler(p.entropy_subsample, p.entropy_repeats, seed_sequence(p.seed, lk, SAMPLE_STREAM))
                if p.entropy else None)
     kept: list = []
-    ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None, keep=kept if p.slope_bootstrap else None)
+    ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None,
+                      keep=kept if (p.slope_bootstrap or p.entropy) else None)
+    basis = _entropy_basis(kept[0], p, seed_sequence(p.seed, lk, BASIS_STREAM)) if p.entropy else None
     fit_kw = dict(n_rows=n, center=p.center, rank_rtol=p.rank_rtol)
     try:
         fit = fit_power_law(ev, p.fit_ranks, p.confidence, **fit_kw)
@@ -127,7 +144,7 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
     if p.slope_bootstrap:
         rec.slope_ci, rec.slope_bootstrap_sd, rec.slope_replicates = _bootstrap(
             cloud, kept, fit, p, seed_sequence(p.seed, lk, BOOTSTRAP_STREAM))
-        rec.slope_ci_method = "row-bootstrap percentile"
+        rec.slope_ci_method = f"row bootstrap ({p.slope_bootstrap} replicates, normal)"
     del kept
     if p.null:
         null_seed = int(seed_sequence(p.seed, lk, NULL_STREAM).integers(2**63))
@@ -151,7 +168,7 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
         rec.entropy = entropy_from_sampler(
             sampler, subsample=p.entropy_subsample, pca_dim=p.entropy_pca_dim, zscore=p.entropy_zscore,
             k=p.entropy_k, null=p.entropy_null, confidence=p.confidence,
-            seed=seed_sequence(p.seed, lk, ENTROPY_NULL_STREAM), name=name)
+            seed=seed_sequence(p.seed, lk, ENTROPY_NULL_STREAM), name=name, basis=basis)
     rec.seconds = time.perf_counter() - t0
     return rec
 
@@ -260,4 +277,4 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
 
 
 __all__ = ["analyze", "analyze_cloud", "NULL_STREAM", "SAMPLE_STREAM", "ENTROPY_NULL_STREAM", "BOOTSTRAP_STREAM",
-           "ACT_BOOTSTRAP_STREAM"]
+           "ACT_BOOTSTRAP_STREAM", "BASIS_STREAM"]

@@ -7,10 +7,10 @@ a per-replicate salt, so the weights do not depend on chunking), the weighted co
 accumulated in the same streamed pass, its spectrum recomputed and the slope refitted.
 
 Cheap route: the weighted covariances are accumulated in the span of the top ``K`` eigenvectors
-of the full covariance (``K`` twice the window's last rank plus 32), and their eigenvalues are the
-Rayleigh-Ritz values in that span (exact when ``K = d``).  The interval is the fitted slope plus
-the percentiles of the replicate slopes' deviations from their median (the spread of the sampling
-distribution; see :func:`percentile_interval`).
+of the full covariance (``K`` the window's last rank plus 64), and their eigenvalues are the
+Rayleigh-Ritz values in that span (exact when ``K = d``).  The interval is the fitted slope plus or
+minus the normal quantile times the replicates' standard deviation (:func:`normal_interval`; the
+spread of the sampling distribution, centred on the estimate, see :func:`percentile_interval`).
 
 Limits: the bootstrap measures the *sampling spread* of the sample spectrum's slope.  When the
 number of dimensions is a sizeable fraction of the number of rows, the sample eigenvalues are
@@ -28,7 +28,8 @@ from scipy import linalg
 
 from featuregeo.core.data import DEFAULT_CHUNK_ROWS, FeatureCloud
 from featuregeo.core.util import resolve_rng
-from featuregeo.tl.galaxy.entropy import mix64
+from featuregeo.tl.galaxy.entropy import mix64, top_eigenvectors
+from featuregeo.tl.galaxy.records import small_eigh
 from featuregeo.tl.galaxy.spectrum import iter_rows, prepare_rows
 
 #: cumulative Poisson(1) probabilities (weights above 20 have probability < 1e-19)
@@ -53,19 +54,14 @@ def poisson_weights(ids: np.ndarray, salts: np.ndarray) -> np.ndarray:
 def top_subspace(cov: np.ndarray, k: int, seed: int | np.random.Generator = 0, iterations: int = 10) -> np.ndarray:
     """Orthonormal ``d x k`` basis of the leading eigenvectors of a symmetric matrix.
 
-    Exact (``eigh``) when ``k`` is close to ``d``; otherwise randomized subspace iteration with
-    16 extra columns and ``iterations`` QR-orthonormalised multiplications.
+    Exact (``eigh``) when ``2 k >= d``; otherwise randomized subspace iteration with 20 extra columns
+    (:func:`~featuregeo.tl.galaxy.entropy.top_eigenvectors`).
     """
     d = cov.shape[0]
-    if k >= d or 2 * k >= d:
+    if 2 * k >= d:
         w, v = linalg.eigh(cov, check_finite=False, driver="evd")
         return v[:, ::-1][:, :min(k, d)]
-    rng = resolve_rng(seed)
-    q = linalg.qr(rng.standard_normal((d, k + 16)), mode="economic")[0]
-    for _ in range(iterations):
-        q = linalg.qr(cov @ q, mode="economic")[0]
-    w, v = linalg.eigh(q.T @ cov @ q, check_finite=False)
-    return (q @ v[:, ::-1])[:, :k]
+    return top_eigenvectors(lambda q: cov @ q, d, k, resolve_rng(seed), iterations)
 
 
 def _slope(ev: np.ndarray, a: int, b: int) -> float:
@@ -76,7 +72,7 @@ def _slope(ev: np.ndarray, a: int, b: int) -> float:
 
 
 def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.ndarray, fit_ranks: tuple[int, int],
-                     *, replicates: int = 100, center: bool = True, normalize: bool = False,
+                     *, replicates: int = 50, center: bool = True, normalize: bool = False,
                      seed: int | np.random.Generator = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      extra_dims: int | None = None) -> tuple[np.ndarray, float]:
     """Slopes of ``replicates`` row-bootstrap spectra, and the slope of the same route without weights.
@@ -89,15 +85,14 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
         Their covariance and mean (as accumulated by :func:`~featuregeo.tl.galaxy.spectrum.accumulate`).
     fit_ranks : (int, int)
         The (already clipped) window.
-    replicates : int, default=100
+    replicates : int, default=50
     center, normalize : bool
         As for the covariance.
     seed : int or Generator
         Draws the per-replicate salts and the subspace start.
     extra_dims : int, optional
-        The span holds ``fit_ranks[1] + extra_dims`` leading eigenvectors (default ``fit_ranks[1] + 32``:
-        a replicate's leading eigenvectors leak into neighbouring ranks, so the span must reach well past
-        the window).
+        The span holds ``fit_ranks[1] + extra_dims`` leading eigenvectors (default 64: a replicate's
+        leading eigenvectors leak into neighbouring ranks, so the span must reach past the window).
 
     Returns
     -------
@@ -108,7 +103,7 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
     rng = resolve_rng(seed)
     a, b = fit_ranks
     d = cov.shape[0]
-    k = min(d, b + (b + 32 if extra_dims is None else int(extra_dims)))
+    k = min(d, b + (64 if extra_dims is None else int(extra_dims)))
     salts = rng.integers(0, 2**63, size=replicates, dtype=np.int64).astype(np.uint64)
     v = top_subspace(cov, k, rng).astype(np.float32)
     shift = (mean if center else np.zeros(d)).astype(np.float32)
@@ -129,7 +124,7 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
 
     def spectrum(t0: float, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         c = (t2 - np.outer(t1, t1) / t0) / (t0 - 1) if center else t2 / t0
-        return linalg.eigvalsh((c + c.T) * 0.5, check_finite=False)[::-1]
+        return small_eigh((c + c.T) * 0.5, eigvals_only=True)[::-1]
 
     base = _slope(spectrum(float(n), b1, b2), a, b)
     slopes = np.array([_slope(spectrum(s0[r], s1[r], s2[r]), a, b) for r in range(replicates)])
@@ -148,4 +143,22 @@ def percentile_interval(estimate: float, slopes: np.ndarray, confidence: float) 
     return float(estimate + lo), float(estimate + hi)
 
 
-__all__ = ["poisson_weights", "top_subspace", "bootstrap_slopes", "percentile_interval"]
+def normal_interval(estimate: float, slopes: np.ndarray, confidence: float) -> tuple[float, float]:
+    """``estimate`` plus or minus the normal quantile times the replicates' standard deviation (ddof=1).
+
+    Steadier than percentiles with few replicates; centred on the estimate for the reason given in
+    :func:`percentile_interval`.
+
+    Examples
+    --------
+    >>> lo, hi = normal_interval(-0.5, np.array([-0.51, -0.49, -0.5, -0.52, -0.48]), 0.95)
+    >>> round(hi - lo, 4)
+    0.062
+    """
+    from scipy import stats
+
+    half = stats.norm.ppf(0.5 + confidence / 2) * float(np.std(slopes, ddof=1))
+    return float(estimate - half), float(estimate + half)
+
+
+__all__ = ["poisson_weights", "top_subspace", "bootstrap_slopes", "percentile_interval", "normal_interval"]

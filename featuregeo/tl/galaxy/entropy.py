@@ -16,7 +16,7 @@ from featuregeo.core.data import DEFAULT_CHUNK_ROWS, FeatureCloud
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import Result
 from featuregeo.core.util import resolve_rng
-from featuregeo.tl.galaxy.records import ArrayEq
+from featuregeo.tl.galaxy.records import ArrayEq, small_eigh
 from featuregeo.tl.galaxy.spectrum import iter_rows
 
 MIN_POINTS = 10
@@ -147,11 +147,13 @@ def log_unit_ball_volume(p: int) -> float:
 def kth_nn_distance(x: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
     """Euclidean distance from every row to its k-th nearest other row (exact, blocked GEMM)."""
     n = x.shape[0]
-    sq = np.einsum("ij,ij->i", x, x)
+    x32 = x.astype(np.float32)
+    sq = np.einsum("ij,ij->i", x32, x32)
     out = np.empty(n)
     for s in range(0, n, block):
         e = min(n, s + block)
-        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (x[s:e] @ x.T)
+        # candidates from a float32 GEMM (half the cost); their distances are recomputed exactly below
+        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (x32[s:e] @ x32.T)
         d2[np.arange(e - s), np.arange(s, e)] = np.inf  # exclude self
         # the k nearest by the GEMM expansion, then their exact distances by direct differences
         # (the expansion loses precision for close points, and a duplicate must give exactly 0)
@@ -186,17 +188,40 @@ def knn_entropy(x: np.ndarray, k: int = 1) -> float:
     return float(special.digamma(n) - special.digamma(k) + log_unit_ball_volume(p) + p * np.mean(np.log(r)))
 
 
+def orthonormal_columns(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the column span of a tall ``y`` by the eigendecomposition of its small Gram
+    (GEMMs only; LAPACK QR of a tall matrix is slow on a busy machine); near-null directions are dropped.
+
+    Examples
+    --------
+    >>> q = orthonormal_columns(np.random.default_rng(0).standard_normal((50, 4)))
+    >>> bool(np.allclose(q.T @ q, np.eye(4)))
+    True
+    """
+    for _ in range(2):  # twice: the second pass repairs the round-off of the first
+        w, v = small_eigh(y.T @ y)
+        keep = w > w.max() * 1e-12
+        y = (y @ v[:, keep]) / np.sqrt(w[keep])
+    return y
+
+
+def top_eigenvectors(apply, d: int, p: int, rng: np.random.Generator, iterations: int = 6) -> np.ndarray:
+    """``d x p`` orthonormal basis close to the top eigenvectors of a symmetric PSD operator ``apply`` (randomized)."""
+    q = orthonormal_columns(apply(rng.standard_normal((d, p + 20))))
+    for _ in range(iterations):
+        q = orthonormal_columns(apply(q))
+    w, v = small_eigh(q.T @ apply(q))
+    return q @ v[:, ::-1][:, :p]
+
+
 def _top_right_vectors(y: np.ndarray, p: int, rng: np.random.Generator, iterations: int = 4) -> np.ndarray:
     """``d x p`` orthonormal basis close to the top right singular vectors of ``y`` (randomized, power iterations)."""
-    q = linalg.qr(y @ rng.standard_normal((y.shape[1], p + 20)), mode="economic")[0]
-    for _ in range(iterations):
-        q = linalg.qr(y @ (y.T @ q), mode="economic")[0]
-    _, _, vt = linalg.svd(q.T @ y, full_matrices=False, check_finite=False)
-    return vt[:p].T
+    return top_eigenvectors(lambda q: y.T @ (y @ q), y.shape[1], p, rng, iterations)
 
 
 def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None,
-                          rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          rng: np.random.Generator | None = None,
+                          basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre (and z-score) columns, project on the top principal axes above round-off.
 
     Returns ``(Z, eigenvalues)``: ``Z`` has ``min(pca_dim, d, m - 1, numerical rank)`` uncorrelated
@@ -204,6 +229,8 @@ def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None,
     both ``m`` and ``d`` and ``rng`` is given, the axes come from a randomized range finder (a few
     power iterations) instead of a full eigendecomposition; the coordinates are then rotated to be
     exactly uncorrelated, so every entropy below is computed on exactly the returned sample.
+    With ``basis`` (``d x p``, e.g. the top axes of the whole cloud's correlation matrix) the sample is
+    projected on it instead (then rotated to uncorrelated coordinates the same way).
     """
     y = np.asarray(y, dtype=np.float64)
     y = y - y.mean(axis=0)
@@ -212,9 +239,15 @@ def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None,
         keep = sd > 0
         y = y[:, keep] / sd[keep]
     m, d = y.shape
-    if rng is not None and pca_dim is not None and 4 * (int(pca_dim) + 20) < min(m, d):
+    if basis is not None and (not zscore or bool(np.all(keep))):
+        z = y @ basis
+        w, v = small_eigh((z.T @ z) / (m - 1))
+        order = np.argsort(w)[::-1]
+        ev_all, z = w[order], z @ v[:, order]
+        coords = lambda p: z[:, :p]  # noqa: E731
+    elif rng is not None and pca_dim is not None and 4 * (int(pca_dim) + 20) < min(m, d):
         z = y @ _top_right_vectors(y, int(pca_dim), rng)
-        w, v = linalg.eigh((z.T @ z) / (m - 1), check_finite=False)
+        w, v = small_eigh((z.T @ z) / (m - 1))
         order = np.argsort(w)[::-1]
         ev_all, z = w[order], z @ v[:, order]
         coords = lambda p: z[:, :p]  # noqa: E731
@@ -253,7 +286,7 @@ def match_covariance(x: np.ndarray, ev: np.ndarray) -> np.ndarray:
     True
     """
     x = x - x.mean(axis=0)
-    w, v = linalg.eigh((x.T @ x) / (x.shape[0] - 1), check_finite=False)
+    w, v = small_eigh((x.T @ x) / (x.shape[0] - 1))
     w, v = np.maximum(w[::-1], np.finfo(np.float64).tiny), v[:, ::-1]
     return (x @ v) / np.sqrt(w) * np.sqrt(ev)
 
@@ -365,8 +398,13 @@ def _interval(v: np.ndarray, confidence: float) -> tuple[float, float] | None:
 
 def entropy_from_sampler(sampler: RowSampler, *, subsample: int, pca_dim: int | None = 100, zscore: bool = True,
                          k: int = 1, null: bool = True, confidence: float = 0.95,
-                         seed: int | np.random.Generator | None = 0, name: str = "data") -> EntropyEstimate:
-    """The clustering entropy of the samples a :class:`RowSampler` drew (see :func:`clustering_entropy`)."""
+                         seed: int | np.random.Generator | None = 0, name: str = "data",
+                         basis: np.ndarray | None = None) -> EntropyEstimate:
+    """The clustering entropy of the samples a :class:`RowSampler` drew (see :func:`clustering_entropy`).
+
+    ``basis`` (``d x pca_dim``): project every subsample on these axes (computed once from the whole
+    cloud) instead of a PCA per subsample.
+    """
     rng = resolve_rng(seed)
     pc_rng = np.random.default_rng(rng.integers(2**63))
     n = sampler.n_seen
@@ -384,7 +422,7 @@ def entropy_from_sampler(sampler: RowSampler, *, subsample: int, pca_dim: int | 
             raise InputError(f"{name}: an entropy subsample of {m} rows holds only {y_unique.shape[0]} distinct rows; "
                              f"expected at least {max(MIN_POINTS, k + 2)} (skip the entropy with entropy=False / "
                              "--no-entropy)")
-        z, ev = principal_coordinates(y_unique, zscore, pca_dim, pc_rng)
+        z, ev = principal_coordinates(y_unique, zscore, pca_dim, pc_rng, basis=basis)
         p_used.append(z.shape[1])
         hg, hk = gaussian_entropy(ev), knn_entropy(z, k)
         vals["gaussian"].append(hg)
@@ -426,7 +464,7 @@ def clustering_entropy(
     pca_dim: int | None = 100,
     zscore: bool = True,
     k: int = 1,
-    repeats: int = 30,
+    repeats: int = 20,
     null: bool = True,
     confidence: float = 0.95,
     seed: int | np.random.Generator | None = 0,
@@ -469,6 +507,7 @@ def clustering_entropy(
                                 confidence=confidence, seed=rng)
 
 
-__all__ = ["RowSampler", "subsample_size", "mix64", "NULLS", "null_sample", "match_covariance", "EntropyNull", "gaussian_entropy", "knn_entropy", "kth_nn_distance",
+__all__ = ["RowSampler", "subsample_size", "mix64", "NULLS", "null_sample", "match_covariance",
+           "orthonormal_columns", "top_eigenvectors", "EntropyNull", "gaussian_entropy", "knn_entropy", "kth_nn_distance",
            "log_unit_ball_volume", "principal_coordinates", "EntropyEstimate", "EntropyRepeats",
            "entropy_from_sampler", "clustering_entropy"]

@@ -46,13 +46,13 @@ class GalaxyParams(Params):
         z-score columns before the entropy PCA.
     entropy_k : int, default=1
         Neighbour order of the Kozachenko-Leonenko estimator.
-    entropy_repeats : int, default=30
+    entropy_repeats : int, default=20
         Independent subsamples.
     entropy_null : bool, default=True
         The entropy's nulls: a same-spectrum Gaussian (the estimator's bias), and two unclustered
         non-Gaussian clouds (the cloud's own Mahalanobis radii on uniform directions; each principal
         coordinate's own marginal, permuted independently).  Clustering is the excess over the strongest.
-    slope_bootstrap : int, default=100
+    slope_bootstrap : int, default=50
         Row-bootstrap replicates of the slope interval (resample feature rows, recompute the
         spectrum, refit); 0 keeps the regression t-interval (too narrow: it treats correlated
         log-eigenvalues as independent).
@@ -76,9 +76,9 @@ class GalaxyParams(Params):
     entropy_pca_dim: int | None = 100
     entropy_zscore: bool = True
     entropy_k: int = 1
-    entropy_repeats: int = 30
+    entropy_repeats: int = 20
     entropy_null: bool = True
-    slope_bootstrap: int = 100
+    slope_bootstrap: int = 50
     confidence: float = 0.95
     rank_rtol: float | None = None
     seed: int = 0
@@ -142,7 +142,7 @@ class GalaxyLayer(ArrayEq, Result):
     eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros(0))
     null_eigenvalues: np.ndarray | None = None
     activation_eigenvalues: np.ndarray | None = None
-    #: how ``slope_ci`` was made: "row-bootstrap percentile" or "regression t" (slope_bootstrap=0)
+    #: how ``slope_ci`` was made: "row bootstrap (N replicates, normal)" or "regression t" (slope_bootstrap=0)
     slope_ci_method: str = "regression t"
     slope_t_ci: tuple[float, float] | None = None
     slope_bootstrap_sd: float | None = None
