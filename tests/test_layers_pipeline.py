@@ -55,7 +55,7 @@ def test_pipeline_writes_result_and_figures(first_run, default_model):
     R = default_model.n_layers + 1
     for m in MEASURES:
         M = res.matrix(m)
-        assert M.shape == (R, R) and np.allclose(M, M.T) and np.allclose(np.diag(M), 1)
+        assert M.shape == (R, R) and np.allclose(M, M.T)  # (the diagonal is set by the code: not a check)
         assert len(res.redundancy[m]) == R - 1
     # a residual stream changes slowly: every block's input and output are more alike than embed vs last
     assert all(res.matrix("cosine")[L, L + 1] > res.matrix("cosine")[0, -1] for L in range(1, R - 1))
