@@ -22,6 +22,7 @@ estimate of the population exponent; no resampling of rows reproduces that bias 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 from scipy import linalg
@@ -29,7 +30,7 @@ from scipy import linalg
 from featuregeo.core.data import DEFAULT_CHUNK_ROWS, FeatureCloud
 from featuregeo.core.util import resolve_rng
 from featuregeo.tl.galaxy.entropy import mix64, top_eigenvectors
-from featuregeo.tl.galaxy.records import small_eigh
+from featuregeo.tl.galaxy.records import one_thread, small_eigh
 from featuregeo.tl.galaxy.spectrum import iter_rows, prepare_rows
 
 #: cumulative Poisson(1) probabilities (weights above 20 have probability < 1e-19)
@@ -111,6 +112,17 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
     s1 = np.zeros((replicates, k))
     s2 = np.zeros((replicates, k, k))
     b1, b2, n = np.zeros(k), np.zeros((k, k)), 0
+    n_rows = data.n_features if isinstance(data, FeatureCloud) else np.asarray(data).shape[0]
+    # small products lose 10x on two BLAS threads of a busy machine: one thread below ~50 GFLOP in all
+    with (one_thread() if 2.0 * replicates * n_rows * k * k < 5e10 else nullcontext()):
+        return _accumulate(data, chunk_rows, normalize, shift, v, salts, center, (a, b), (s0, s1, s2, b1, b2))
+
+
+def _accumulate(data, chunk_rows, normalize, shift, v, salts, center, window, sums) -> tuple[np.ndarray, float]:
+    s0, s1, s2, b1, b2 = sums
+    a, b = window
+    replicates = salts.size
+    n = 0
     for ids, chunk in iter_rows(data, chunk_rows):
         y = (prepare_rows(chunk, normalize) - shift) @ v
         w = poisson_weights(ids, salts)
