@@ -106,7 +106,12 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
     d = cov.shape[0]
     k = min(d, b + (64 if extra_dims is None else int(extra_dims)))
     salts = rng.integers(0, 2**63, size=replicates, dtype=np.int64).astype(np.uint64)
+    # rows are scaled by a power of two (exact) so their float32 products neither overflow nor underflow
+    peak = float(np.max(np.abs(cov))) if cov.size else 0.0
+    e = int(np.frexp(np.sqrt(peak))[1]) if peak > 0 else 0
+    cov, mean = np.ldexp(cov, -2 * e), np.ldexp(np.asarray(mean, dtype=np.float64), -e)
     v = top_subspace(cov, k, rng).astype(np.float32)
+    k = v.shape[1]  # a rank-deficient covariance has fewer directions
     shift = (mean if center else np.zeros(d)).astype(np.float32)
     s0 = np.zeros(replicates)
     s1 = np.zeros((replicates, k))
@@ -115,16 +120,17 @@ def bootstrap_slopes(data: FeatureCloud | np.ndarray, cov: np.ndarray, mean: np.
     n_rows = data.n_features if isinstance(data, FeatureCloud) else np.asarray(data).shape[0]
     # small products lose 10x on two BLAS threads of a busy machine: one thread below ~50 GFLOP in all
     with (one_thread() if 2.0 * replicates * n_rows * k * k < 5e10 else nullcontext()):
-        return _accumulate(data, chunk_rows, normalize, shift, v, salts, center, (a, b), (s0, s1, s2, b1, b2))
+        return _accumulate(data, chunk_rows, normalize, shift, v, salts, center, (a, b), (s0, s1, s2, b1, b2),
+                           e)
 
 
-def _accumulate(data, chunk_rows, normalize, shift, v, salts, center, window, sums) -> tuple[np.ndarray, float]:
+def _accumulate(data, chunk_rows, normalize, shift, v, salts, center, window, sums, e) -> tuple[np.ndarray, float]:
     s0, s1, s2, b1, b2 = sums
     a, b = window
     replicates = salts.size
     n = 0
     for ids, chunk in iter_rows(data, chunk_rows):
-        y = (prepare_rows(chunk, normalize) - shift) @ v
+        y = (np.ldexp(prepare_rows(chunk, normalize).astype(np.float64), -e).astype(np.float32) - shift) @ v
         w = poisson_weights(ids, salts)
         s0 += w.sum(axis=1)
         s1 += w @ y

@@ -95,7 +95,10 @@ class LayersResult(Result):
     cka_baseline, cka_debiased_baseline : float or None
         Linear and debiased CKA between two independent isotropic Gaussians with as many tokens and
         dimensions as the data (what "no shared structure" scores; None without ``"cka"``).  With
-        ``"cka"``, ``matrices["cka_debiased"]`` and ``redundancy["cka_debiased"]`` are filled too.
+        ``"cka"``, ``matrices["cka_debiased"]`` is filled too.
+    cka_debiased_redundancy : list of RedundantBlock or None
+        Blocks ranked by debiased CKA of their input and output (``redundancy`` keeps one entry per
+        requested measure).
     """
 
     kind = "layers"
@@ -110,6 +113,7 @@ class LayersResult(Result):
     seconds: float = field(default=0.0, compare=False)
     cka_baseline: float | None = None
     cka_debiased_baseline: float | None = None
+    cka_debiased_redundancy: list[RedundantBlock] | None = None
 
     def matrix(self, measure: str) -> np.ndarray:
         """The similarity matrix of ``measure`` (float64); InputError naming the available ones."""
@@ -240,9 +244,9 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
                   f"{', '.join(params.measures)}")
     mats = _matrices(model, data, params, mfp, checkpoint, progress)
     red = {m: redundancy(mats[m]) for m in params.measures}
-    base = (None, None)
+    base, deb_red = (None, None), None
     if "cka" in params.measures:
-        red["cka_debiased"] = redundancy(mats["cka_debiased"])
+        deb_red = redundancy(mats["cka_debiased"])
         base = gaussian_cka_baseline(int(data.n_tokens), int(model.d_model), seed=params.seed)
     sae = None
     if suite is not None:
@@ -257,4 +261,4 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
     labels = ["embed"] + [str(L) for L in range(model.n_layers)]
     return LayersResult(params=params, model=str(model.name), labels=labels, matrices=mats, redundancy=red, sae=sae,
                         pruning=pruning, data=data, seconds=time.perf_counter() - t0, cka_baseline=base[0],
-                        cka_debiased_baseline=base[1])
+                        cka_debiased_baseline=base[1], cka_debiased_redundancy=deb_red)
