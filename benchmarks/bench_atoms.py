@@ -24,6 +24,7 @@ from featuregeo.tl.atoms import (
     find_crystals,
     planted_crystals,
 )
+from featuregeo.tl.atoms.crystals import planted_clustered_crystals
 
 
 def main() -> None:
@@ -64,12 +65,13 @@ def main() -> None:
     sub_quads = [tuple(idx[i] for i in q) for q in quads[:k]]
     Xs = X[keep]
     t0 = time.perf_counter()
-    exh = find_crystals(Xs, CrystalParams(mode="exhaustive", max_results=100_000))
+    exh = find_crystals(Xs, CrystalParams(mode="exhaustive", max_results=10_000_000))
     t_exh = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ann_s = find_crystals(Xs, CrystalParams(backend=args.backend, max_results=100_000))
+    ann_s = find_crystals(Xs, CrystalParams(backend=args.backend, max_results=10_000_000))
     t_ann = time.perf_counter() - t0
-    contained = ann_s.canonical_set() <= exh.canonical_set()
+    corners = lambda r: {tuple(sorted(q)) for q in r.canonical_set()}  # noqa: E731  (one result per 4 corners)
+    contained = corners(ann_s) <= corners(exh)
     extrap = t_exh * (args.n / len(keep)) ** 4
     print(f"subset of {len(keep)} features ({len(sub_quads)} planted): exhaustive {t_exh:.1f} s "
           f"(recall {crystal_recall(exh, sub_quads):.2f}, {exh.n_matches} matches), ANN {t_ann:.2f} s "
@@ -77,7 +79,25 @@ def main() -> None:
           f"{contained}")
     print(f"exhaustive extrapolated to {args.n} features (n^4): {extrap:.3g} s = {extrap / 86400:.3g} days; "
           f"ratio vs ANN {extrap / m['seconds']:.3g}x")
+    hard_cases(args)
     print(f"peak RSS {gb(peak_rss_bytes())}")
+
+
+def hard_cases(args) -> None:
+    """Issue 11: corners inside tight 12-member groups of split features, and side length 3.0."""
+    old = CrystalParams(backend=args.backend, max_results=1000, min_rung=0.5, duplicate_cosine=1.0, duplicate_depth=0)
+    new = CrystalParams(backend=args.backend, max_results=1000)
+    nc = max(4, args.crystals // 4)
+    Xc, qc, groups = planted_clustered_crystals(n=args.n, d=args.d, n_crystals=nc, cluster_size=12, seed=1)
+    Xs, qs = planted_crystals(n=args.n, d=args.d, n_crystals=args.crystals, side=3.0, trapezoid_every=0, seed=2)
+    for name, X, q, g in (("corners in 12-member split-feature groups", Xc, qc, groups),
+                          ("side length 3.0", Xs, qs, None)):
+        t0 = time.perf_counter()
+        r_new = find_crystals(X, new)
+        t_new = time.perf_counter() - t0
+        r_old = find_crystals(X, old)
+        print(f"hard case, {name} ({X.shape[0]} x {X.shape[1]}, {len(q)} planted): recall {crystal_recall(r_new, q, g):.3f} "
+              f"in {t_new:.1f} s (previous defaults: {crystal_recall(r_old, q, g):.3f})")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,26 @@ def test_cka_invariances_and_independence(rng):
         linear_cka(y, z[:10])
 
 
+def test_debiased_cka_scores_independent_reps_zero_with_fewer_tokens_than_dims(rng):
+    from featuregeo.tl.layers import debiased_cka_matrix, gaussian_cka_baseline
+
+    # 576 tokens, 640 dims: two independent Gaussians look half-similar to linear CKA (the 0.53)
+    lin, deb = gaussian_cka_baseline(576, 640, seed=1)
+    assert 0.5 < lin < 0.56 and abs(deb) < 0.01
+    # planted shared structure: y shares a 10-dim subspace with x (plus independent noise)
+    shared = rng.standard_normal((576, 10)) * 5
+    x = np.hstack([shared, rng.standard_normal((576, 630))])
+    y = np.hstack([shared @ random_rotation(10, 2), rng.standard_normal((576, 630))])
+    z = rng.standard_normal((576, 640))
+    m = debiased_cka_matrix([x, y, z])
+    lin_m = cka_matrix([x, y, z])
+    assert abs(m[0, 2]) < 0.02 and m[0, 1] > 0.3  # independent ~0, shared structure clearly above
+    assert lin_m[0, 2] > 0.25  # linear CKA of the same independent pair is far from 0 at this n / d
+    # a rotated, rescaled copy of a representation is the same representation
+    q = random_rotation(640, 3)
+    assert debiased_cka_matrix([x, 3.0 * x @ q])[0, 1] == pytest.approx(1.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # planted redundancy
 
@@ -291,7 +311,9 @@ def test_params_fast_preset_and_normalisation():
     from featuregeo.tl.layers import LayersParams
 
     p = LayersParams.fast(prune_max=1)
-    assert (p.n_blocks, p.prune_max, p.random_drops, p.null_assignment) == (12, 1, 2, False)
+    assert (p.n_blocks, p.prune_max, p.random_drops, p.null_assignment) == (16, 1, 2, False)
+    # the fast preset reads more similarity tokens than the default model's d_model (640): see the CKA baseline
+    assert p.n_blocks * p.block_len > 640
     assert p.validate() is p
     assert LayersParams(measures="cka,cosine,cka").measures == ("cka", "cosine")
     assert LayersParams(thresholds=[0.5, 0.8]).thresholds == (0.5, 0.8)

@@ -452,3 +452,51 @@ def test_figures_written(tmp_path):
     assert set(paths) == {None}
     assert set(paths[None]) == {"ami", "balanced_accuracy", "map", "genre_heatmap"}
     assert all(p.exists() and p.stat().st_size > 1000 and p.parent.name == "layer_none" for p in paths[None].values())
+
+
+# ---- issue 11: accuracy's own spread across splits; permutation p for sparse genre tables ----------------
+def test_logreg_sigma_includes_the_accuracy_spread_across_splits():
+    from featuregeo.tl.lobes import logreg_test
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    x = rng.standard_normal((180, 16)).astype(np.float32)
+    x[:, 0] += 0.6 * y  # weakly separable: the accuracy moves from split to split
+    lr = logreg_test(x, y, null_repeats=10, seed=1, split_repeats=8)
+    assert len(lr.bal_acc_splits) == 8 and lr.bal_acc == pytest.approx(np.mean(lr.bal_acc_splits))
+    assert lr.bal_acc_sd > 0.02
+    expect = (lr.bal_acc - lr.null_mean) / np.hypot(lr.bal_acc_sd, lr.null_std)
+    assert lr.sigma == pytest.approx(expect) and lr.sigma < lr.sigma_null_only
+    # unrelated labels: no significance claimed
+    noise = logreg_test(rng.standard_normal((180, 16)).astype(np.float32), rng.permutation(y), null_repeats=10,
+                        seed=2, split_repeats=8)
+    assert abs(noise.sigma) < 2.5, noise.sigma
+
+
+def _genre_case(rng, n_blocks, n_lobes, genres, planted):
+    lab = np.repeat(np.arange(n_lobes), 4)
+    win = rng.integers(0, n_lobes, n_blocks)
+    g = rng.choice(genres, n_blocks)
+    if planted:
+        win = np.array([genres.index(x) % n_lobes for x in g])
+    firing = np.zeros((n_blocks, lab.size), dtype=np.float32)
+    firing[np.arange(n_blocks)[:, None], 4 * win[:, None] + np.arange(4)] = 1
+    return firing, g, lab
+
+
+def test_genre_table_uses_a_permutation_p_when_expected_counts_are_small():
+    from featuregeo.tl.lobes import lobe_genre_table
+
+    rng = np.random.default_rng(3)
+    genres = ["code", "news", "wiki", "forum"]
+    ps = []
+    for _ in range(30):  # no association, 8 lobes on 40 blocks: expected counts ~1.2
+        t = lobe_genre_table(*_genre_case(rng, 40, 8, genres, False), n_permutations=200, seed=1)
+        assert t.p_method == "permutation" and t.min_expected < 5 and t.p == t.p_permutation
+        ps.append(t.p)
+    # a valid test rejects about 5% of null tables at 0.05
+    assert np.mean(np.array(ps) < 0.05) <= 0.17
+    planted = lobe_genre_table(*_genre_case(rng, 40, 8, genres, True), n_permutations=200, seed=1)
+    assert planted.p == pytest.approx(1 / 201) and planted.p_chi2 < 1e-10  # not a p of 1e-10 on 40 blocks
+    big = lobe_genre_table(*_genre_case(rng, 2000, 2, ["a", "b"], False), n_permutations=50)
+    assert big.p_method == "chi-square" and big.p == big.p_chi2

@@ -19,7 +19,9 @@ def add_galaxy_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-entropy", action="store_true", help="skip the clustering entropy")
     g.add_argument("--entropy-subsample", type=int, default=5000, metavar="N")
     g.add_argument("--entropy-pca", type=int, default=100, metavar="P", help="PCA dims (0 = no PCA)")
-    g.add_argument("--entropy-repeats", type=int, default=10, metavar="R")
+    g.add_argument("--entropy-repeats", type=int, default=20, metavar="R")
+    g.add_argument("--slope-bootstrap", type=int, default=50, metavar="B",
+                   help="row-bootstrap replicates of the slope interval (0: regression t-interval, too narrow)")
     g.add_argument("--entropy-k", type=int, default=1, metavar="K")
     g.add_argument("--no-zscore", action="store_true", help="do not z-score before the entropy PCA")
     g.add_argument("--activations", metavar="FILE",
@@ -36,6 +38,7 @@ def galaxy_params(args):
         null=not args.no_null, entropy=not args.no_entropy, entropy_subsample=args.entropy_subsample,
         entropy_pca_dim=None if args.entropy_pca == 0 else args.entropy_pca, entropy_zscore=not args.no_zscore,
         entropy_k=args.entropy_k, entropy_repeats=args.entropy_repeats, seed=args.seed,
+        slope_bootstrap=args.slope_bootstrap,
     )
 
 

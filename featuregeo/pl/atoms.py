@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featuregeo.pl.base import pyplot, save_figure
+from featuregeo.tl.atoms import best_score
 
 FIGURES = ("differences", "scores", "crystals", "sae_differences", "sae_scores")
 
@@ -28,8 +29,8 @@ def _space(layer, space: str):
 
 
 def _best(methods, method: str, metric: str):
-    recs = [r for r in methods if r.method == method and getattr(r, metric) is not None]
-    return max(recs, key=lambda r: getattr(r, metric)) if recs else None
+    """The setting chosen on the validation split of the train pairs (never the best on test)."""
+    return best_score(methods, method, metric)
 
 
 def differences_2d(layer, path, *, space: str = "residual") -> Path:

@@ -69,7 +69,17 @@ def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict[int, f
     slopes = np.array([r.slope for r in result.layers])
     lo = np.array([r.slope_ci[0] for r in result.layers])
     hi = np.array([r.slope_ci[1] for r in result.layers])
-    ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3, label="SAE decoder rows")
+    method = result.layers[0].slope_ci_method if result.layers else ""
+    ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3,
+                label=f"SAE decoder rows ({method} interval)")
+    rng_ = [(_x(r.layer), r.window_slope_range) for r in result.layers if r.window_slope_range is not None]
+    if rng_:
+        ax.vlines([x for x, _ in rng_], [w[0] for _, w in rng_], [w[1] for _, w in rng_], color="tab:blue", alpha=0.3,
+                  lw=6, label="range over fit windows")
+    for r in result.layers:
+        if np.isfinite(r.curvature):
+            ax.annotate(f"{r.curvature:+.2f}", (_x(r.layer), r.slope), textcoords="offset points", xytext=(4, 6),
+                        fontsize=6, color="tab:blue")
     clipped = [(_x(r.layer), r.slope) for r in result.layers if r.window_clipped]
     if clipped:
         ax.plot(*zip(*clipped), "o", mfc="none", mec="tab:red", ms=11, label="fit window clipped at numerical rank")
@@ -85,7 +95,8 @@ def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict[int, f
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("layer")
     ax.set_ylabel("power-law slope")
-    ax.set_title(f"Galaxy: spectrum slope by layer ({100 * result.params.confidence:.0f}% CI)")
+    ax.set_title(f"Galaxy: spectrum slope by layer ({100 * result.params.confidence:.0f}% CI; labels: curvature, "
+                 "the log-log quadratic term)", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, Path(path))
 
@@ -107,12 +118,18 @@ def galaxy_entropy(result: GalaxyResult, path: str | Path) -> Path:
             nci = np.array([e.null_ci or (v, v) for (_, e), v in zip(nulls, nd)], dtype=float)
             ax.errorbar(nx, nd, yerr=[nd - nci[:, 0], nci[:, 1] - nd], fmt="s--", color="grey", capsize=3,
                         label="Gaussian with the same spectrum (estimator bias)")
+            styles = {"radial": ("v:", "tab:orange", "same spectrum, the cloud's own radii (unclustered)"),
+                      "marginals": ("d:", "tab:purple", "own PC marginals, dependence destroyed (unclustered)")}
+            for name, (fmt, colour, label) in styles.items():
+                pts = [(x, u.difference) for x, e in nulls for u in e.nulls if u.name == name]
+                if pts:
+                    ax.plot(*zip(*pts), fmt, color=colour, label=label)
         e0 = recs[0].entropy
         ax.set_title(f"Clustering entropy: Gaussian - k-NN (k={e0.k}, {e0.subsample} points, "
                      f"{e0.pca_dim} dims, no replacement)", fontsize=9)
         ax.legend(fontsize=8)
     ax.set_xlabel("layer")
-    ax.set_ylabel("entropy difference (nats)")
+    ax.set_ylabel("entropy difference (nats); clustering = excess over the highest null")
     return save_figure(fig, Path(path))
 
 

@@ -263,7 +263,8 @@ class AtomsLayer(Result):
     crystal_null: CrystalNull | None = None
 
     def best(self, method: str, metric: str = "analogy_accuracy") -> MethodScore | None:
-        """The residual-space record of ``method`` with the highest ``metric`` (None if none)."""
+        """The residual-space record of ``method`` chosen on the validation split of the train pairs
+        (see :func:`~featuregeo.tl.atoms.projections.best_score`; None if none)."""
         return best_score(self.methods, method, metric)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -271,7 +272,9 @@ class AtomsLayer(Result):
         spaces = [("residual", self.methods)] + ([("sae", self.sae_space.methods)] if self.sae_space else [])
         return [{"layer": self.layer, "space": space, "method": m.method, "n_components": m.n_components,
                  "silhouette": m.silhouette, "task_accuracy": m.task_accuracy, "analogy_accuracy": m.analogy_accuracy,
-                 "n_quadruples": m.n_quadruples, "pc1_r_tokens": m.pc1_r_tokens, "pc1_r_chars": m.pc1_r_chars}
+                 "n_quadruples": m.n_quadruples, "pc1_r_tokens": m.pc1_r_tokens, "pc1_r_chars": m.pc1_r_chars,
+                 "analogy_accuracy_all": m.analogy_accuracy_all, "validation_accuracy": m.validation_accuracy,
+                 "chosen": m.chosen}
                 for space, methods in spaces for m in methods]
 
 

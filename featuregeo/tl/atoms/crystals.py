@@ -25,6 +25,7 @@ import numpy as np
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import Params, Result, check_choice, check_float, check_int
 from featuregeo.core.util import resolve_rng, say, seed_sequence, unit_rows
+from featuregeo.tl.atoms.splits import duplicate_groups, neighbours_beyond_duplicates
 
 CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
 MODES = ("ann", "exhaustive")
@@ -55,10 +56,17 @@ class CrystalParams(Params):
         Keep quadruples whose two differences have cosine >= this (after orienting them); in (0, 1].
     parallelogram_ratio : float, default=0.8
         ``length_ratio`` (shorter / longer side) at or above which a crystal is a parallelogram.
-    min_rung : float, default=0.5
+    min_rung : float, default=0.25
         Drop quadruples whose shorter rung (``|c - a|`` or ``|d - b|``) is below this fraction of the
-        longer side: with a near-duplicate ``c ≈ a``, ``x - a`` and ``y - c`` are parallel for any
-        ``x, y`` (a degenerate triangle, e.g. around split features).
+        longer side (a nearly flat quadruple).  Was 0.5, which dropped long-sided crystals after
+        normalisation (side 3.0: rung / side = 0.38).
+    duplicate_cosine : float, default=0.95
+        Rows at or above this cosine are copies of one split feature: they are skipped when choosing
+        each feature's ``k`` candidate neighbours, a rung joining two of them makes a degenerate
+        triangle (``x - a`` and ``y - c`` are parallel for any ``x, y`` when ``c ≈ a``) and is dropped,
+        and results are kept once per group of copies (the best).
+    duplicate_depth : int, default=32
+        Extra neighbours searched so that ``k`` non-copies remain after skipping copies.
     max_results : int, default=200
         Quadruples returned, best score (cosine) first.
     normalize : bool, default=True
@@ -91,7 +99,9 @@ class CrystalParams(Params):
     match_k: int = 10
     min_cosine: float = 0.4
     parallelogram_ratio: float = 0.8
-    min_rung: float = 0.5
+    min_rung: float = 0.25
+    duplicate_cosine: float = 0.95
+    duplicate_depth: int = 32
     max_results: int = 200
     normalize: bool = True
     remove_pcs: int = 0
@@ -114,6 +124,8 @@ class CrystalParams(Params):
         check_float("crystal min_cosine", self.min_cosine, low=0.0, high=1.0, low_open=True)
         check_float("crystal parallelogram_ratio", self.parallelogram_ratio, low=0.0, high=1.0)
         check_float("crystal min_rung", self.min_rung, low=0.0)
+        check_float("crystal duplicate_cosine", self.duplicate_cosine, low=0.0, high=1.0, low_open=True)
+        check_int("crystal duplicate_depth", self.duplicate_depth, minimum=0)
         check_float("crystal projection_margin", self.projection_margin, low=0.0, high=1.0)
         if not isinstance(self.normalize, bool):
             raise InputError(f"crystal normalize: expected True or False. Got {self.normalize!r} instead.")
@@ -432,7 +444,8 @@ def _orient_dedupe(pa, pb, P, Q, S, n: int) -> tuple[np.ndarray, int]:
     return np.unique(quad, axis=0).astype(np.int64), int(a.size)
 
 
-def _rescore(V: np.ndarray, Vr: np.ndarray | None, quad: np.ndarray, params: CrystalParams):
+def _rescore(V: np.ndarray, Vr: np.ndarray | None, quad: np.ndarray, params: CrystalParams,
+             groups: np.ndarray | None = None):
     """Exact cosine, length ratio and rung test of each quadruple (after a cheap prefilter in the
     projection, with margins for its error, when one was used).  Returns the kept rows and scores."""
     a, b, c, d = (quad[:, i] for i in range(4))
@@ -446,7 +459,9 @@ def _rescore(V: np.ndarray, Vr: np.ndarray | None, quad: np.ndarray, params: Cry
     ratio = np.minimum(l1, l2) / np.maximum(np.maximum(l1, l2), 1e-30)
     # a near-duplicate a ~ c makes (a, x, c, y) "parallel" for any x, y: a triangle, not a crystal
     keep = (cos >= params.min_cosine) & (rung >= params.min_rung * np.maximum(l1, l2))
-    return tuple(x[keep] for x in (a, b, c, d, cos, ratio))
+    if groups is not None:  # a rung inside one group of split-feature copies: a triangle, not a crystal
+        keep &= (groups[a] != groups[c]) & (groups[b] != groups[d])
+    return tuple(x[keep] for x in (a, b, c, d, cos, ratio, np.maximum(l1, l2)))
 
 
 def _example(V: np.ndarray, ids: np.ndarray, rows: Sequence[int], cos: float, ratio: float) -> CrystalExample:
@@ -519,17 +534,27 @@ def find_crystals(vectors: np.ndarray, params: CrystalParams | None = None, *, f
     params = (params or CrystalParams()).validate()
     V, ids = prepare_rows(vectors, params, feature_ids)
     n = V.shape[0]
+    pairs, dups = neighbours_beyond_duplicates(V, params.k, params.duplicate_cosine, params.duplicate_depth)
+    groups = duplicate_groups(n, dups)
     if params.mode == "exhaustive":
         iu, ju = np.triu_indices(n, 1)
         pairs = np.stack([iu, ju], 1).astype(np.int64)
-    else:
-        pairs = knn_pairs(V, params.k)
     pa, pb = pairs[:, 0], pairs[:, 1]
-    say(progress, f"crystals: {n} features, {len(pairs)} candidate pairs")
+    say(progress, f"crystals: {n} features ({n - int(groups.max()) - 1} split-feature copies), "
+                  f"{len(pairs)} candidate pairs")
     P, Q, S, Vr, how = _match(V, pa, pb, params)
     quad, n_distinct = _orient_dedupe(pa, pb, P, Q, S, n)
-    a, b, c, d, cos, ratio = _rescore(V, Vr, quad, params)
-    order = np.lexsort((-ratio, -cos))[: params.max_results]
+    a, b, c, d, cos, ratio, side = _rescore(V, Vr, quad, params, groups)
+    order = np.lexsort((-ratio, -cos))[: params.max_results] if len(cos) else np.zeros(0, dtype=np.int64)
+    if len(cos):
+        # one result per set of four corners (groups of split-feature copies counted once): a parallelogram
+        # is found through both pairs of opposite sides; keep the view with the shorter sides
+        sets = np.sort(groups[np.stack([a, b, c, d], 1)], axis=1)
+        _, inv = np.unique(sets, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        by_set = np.lexsort((side, inv))
+        reps = by_set[np.r_[True, inv[by_set][1:] != inv[by_set][:-1]]]
+        order = reps[np.lexsort((-ratio[reps], -cos[reps]))][: params.max_results]
     kind = np.where(ratio[order] >= params.parallelogram_ratio, KINDS[0], KINDS[1]).astype("<U13")
     quads = Quadruples(a=ids[a[order]], b=ids[b[order]], c=ids[c[order]], d=ids[d[order]],
                        cosine=cos[order].astype(np.float64), length_ratio=ratio[order].astype(np.float64),
@@ -593,10 +618,42 @@ def planted_crystals(n: int = 2000, d: int = 256, n_crystals: int = 40, *, side:
     return X, quads
 
 
-def crystal_recall(result: CrystalResult, planted: Sequence[tuple[int, int, int, int]]) -> float:
-    """Fraction of planted quadruples found (up to the equivalences of :func:`canonical_quadruple`)."""
-    found = result.canonical_set()
-    return sum(canonical_quadruple(*(int(x) for x in q)) in found for q in planted) / max(1, len(planted))
+def crystal_recall(result: CrystalResult, planted: Sequence[tuple[int, int, int, int]],
+                   groups: np.ndarray | None = None) -> float:
+    """Fraction of planted quadruples found (up to the equivalences of :func:`canonical_quadruple`).
+
+    With ``groups`` (a group id per row, e.g. split-feature copies), a quadruple of any copies of the
+    planted corners counts.
+    """
+    if groups is None:
+        found = result.canonical_set()
+        return sum(canonical_quadruple(*(int(x) for x in q)) in found for q in planted) / max(1, len(planted))
+    g = np.asarray(groups)
+    found = {canonical_quadruple(*(int(g[x]) for x in q)) for q in result.canonical_set()}
+    return sum(canonical_quadruple(*(int(g[x]) for x in q)) in found for q in planted) / max(1, len(planted))
+
+
+def planted_clustered_crystals(n: int = 2000, d: int = 256, n_crystals: int = 20, *, cluster_size: int = 12,
+                               spread: float = 0.15, side: float = 0.6, seed: int = 0
+                               ) -> tuple[np.ndarray, list[tuple[int, int, int, int]], np.ndarray]:
+    """Planted crystals whose every corner sits inside a tight group of ``cluster_size`` split features.
+
+    :func:`planted_crystals` rows, then ``cluster_size - 1`` copies of every corner (the corner plus
+    Gaussian noise of norm about ``spread`` times its own) appended at the end.
+
+    Returns
+    -------
+    rows, quadruples, groups
+        ``groups[i]`` is the row number of the corner that row ``i`` copies (itself for others).
+    """
+    X, quads = planted_crystals(n, d, n_crystals, side=side, seed=seed)
+    rng = seed_sequence(seed, 17)
+    corners = np.array(sorted({x for q in quads for x in q}), dtype=np.int64)
+    base = np.repeat(corners, cluster_size - 1)
+    noise = rng.standard_normal((base.size, d)).astype(np.float32) / np.sqrt(d)
+    copies = X[base] + spread * np.linalg.norm(X[base], axis=1, keepdims=True) * noise
+    groups = np.concatenate([np.arange(n, dtype=np.int64), base])
+    return np.vstack([X, copies]).astype(np.float32), quads, groups
 
 
 __all__ = [
@@ -614,6 +671,7 @@ __all__ = [
     "match_exhaustive",
     "match_pynndescent",
     "planted_crystals",
+    "planted_clustered_crystals",
     "prepare_rows",
     "quad_geometry",
 ]

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -110,6 +110,15 @@ class MethodScore:
         ``|r|`` of PC1 of the test differences with the change in tokens / characters.
     analogy_by_task : dict of str to float
         Analogy accuracy per task.
+    analogy_accuracy_all : float or None
+        The same quadruples, but ``d`` must be the nearest among the words of *every* task's pairs
+        (the whole vocabulary of pairs), not only its own task's words.
+    validation_accuracy : float or None
+        Score of this setting on a validation split of the TRAIN pairs (LDA / PC removal refitted on
+        the rest of the train pairs): held-out analogy accuracy, or nearest-centroid task accuracy when
+        the validation split has too few pairs for analogies.  Settings are chosen on it, never on test.
+    chosen : bool
+        The setting of its method chosen on ``validation_accuracy`` (what :func:`best_score` returns).
     """
 
     method: str
@@ -121,6 +130,9 @@ class MethodScore:
     pc1_r_tokens: float | None = None
     pc1_r_chars: float | None = None
     analogy_by_task: dict[str, float] = field(default_factory=dict)
+    analogy_accuracy_all: float | None = None
+    validation_accuracy: float | None = None
+    chosen: bool = False
 
 
 @dataclass
@@ -161,13 +173,22 @@ class SpaceScores:
     embedding: Embedding
 
     def best(self, method: str, metric: str = "analogy_accuracy") -> MethodScore | None:
-        """The record of ``method`` with the highest ``metric`` (None if there is none)."""
+        """The record of ``method`` chosen on the validation split (see :func:`best_score`)."""
         return best_score(self.methods, method, metric)
 
 
 def best_score(methods: Sequence[MethodScore], method: str, metric: str = "analogy_accuracy") -> MethodScore | None:
-    """The record of ``method`` with the highest ``metric`` among ``methods`` (None if none is defined)."""
-    recs = [r for r in methods if r.method == method and getattr(r, metric) is not None]
+    """The record of ``method`` chosen on the validation split of the train pairs (``chosen``).
+
+    Its test scores are the honest held-out result.  Only when no record was chosen (a validation
+    split was impossible: too few train pairs) is the record with the highest test ``metric``
+    returned, which is then an optimistic selection on test data.  None if there is none.
+    """
+    recs = [r for r in methods if r.method == method]
+    chosen = [r for r in recs if r.chosen]
+    if chosen:
+        return chosen[0]
+    recs = [r for r in recs if getattr(r, metric) is not None]
     return max(recs, key=lambda r: getattr(r, metric)) if recs else None
 
 
@@ -246,7 +267,7 @@ def _task_quadruples(data: PairData, k: int, max_quadruples: int, rng: np.random
 
 
 def analogy_accuracy(Z: np.ndarray, data: PairData, *, max_quadruples: int = 500, seed: int = 0,
-                     key: int = 0) -> tuple[float, int, dict[str, float]]:
+                     key: int = 0, candidates: str = "task") -> tuple[float, int, dict[str, float]]:
     """Held-out analogy accuracy of word vectors ``Z`` (already mapped).
 
     For test pairs ``(a, b)`` and ``(c, d)`` of one task: is ``d`` the cosine-nearest word to
@@ -261,6 +282,8 @@ def analogy_accuracy(Z: np.ndarray, data: PairData, *, max_quadruples: int = 500
         At most this many quadruples per task (a seeded sample; the same for every ``Z``).
     seed, key : int
         The sample is drawn from ``seed_sequence(seed, key)`` (e.g. ``key`` = the layer).
+    candidates : {"task", "all"}, default="task"
+        Nearest among the task's own words, or among the words of every pair of every task.
 
     Returns
     -------
@@ -271,15 +294,18 @@ def analogy_accuracy(Z: np.ndarray, data: PairData, *, max_quadruples: int = 500
     """
     rng = seed_sequence(seed, key)
     Zn = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-30)
+    if candidates not in ("task", "all"):
+        raise InputError(f"candidates: expected 'task' or 'all'. Got {candidates!r} instead.")
     hits = total = 0
     per: dict[str, float] = {}
+    everything = np.unique(np.concatenate([data.a, data.b]))
     for k, name in enumerate(data.task_names):
         q = _task_quadruples(data, k, max_quadruples, rng)
         if q is None or q[0].size == 0:
             continue
         qa, qb, qc, qd = q
         sel = data.task == k
-        cand = np.unique(np.concatenate([data.a[sel], data.b[sel]]))
+        cand = np.unique(np.concatenate([data.a[sel], data.b[sel]])) if candidates == "task" else everything
         v = Z[qb] - Z[qa] + Z[qc]
         v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30)
         sims = v @ Zn[cand].T
@@ -311,6 +337,7 @@ def score_space(method: str, n_components: int, W: np.ndarray | None, Xc: np.nda
     d2 = ((D[te][:, None, :] - cents[None]) ** 2).sum(-1)
     task_acc = float((np.argmin(d2, 1) == te_labels).mean()) if te.any() else None
     acc, n, per = analogy_accuracy(Z, data, max_quadruples=max_quadruples, seed=seed, key=key)
+    acc_all = analogy_accuracy(Z, data, max_quadruples=max_quadruples, seed=seed, key=key, candidates="all")[0]
     r_tok = r_chr = None
     Dt = D[te]
     if Dt.shape[0] >= 3 and Dt.shape[1] >= 1:
@@ -321,7 +348,8 @@ def score_space(method: str, n_components: int, W: np.ndarray | None, Xc: np.nda
         r_chr = finite_or_none(abs(pearson(s, data.d_chars[te])))
     return MethodScore(method=method, n_components=int(n_components), silhouette=finite_or_none(sil),
                        task_accuracy=finite_or_none(task_acc), analogy_accuracy=finite_or_none(acc),
-                       n_quadruples=int(n), pc1_r_tokens=r_tok, pc1_r_chars=r_chr, analogy_by_task=per)
+                       n_quadruples=int(n), pc1_r_tokens=r_tok, pc1_r_chars=r_chr, analogy_by_task=per,
+                       analogy_accuracy_all=finite_or_none(acc_all))
 
 
 def _embedding(data: PairData, Xc: np.ndarray, Dtr: np.ndarray, scalings: np.ndarray) -> Embedding:
@@ -338,6 +366,59 @@ def _embedding(data: PairData, Xc: np.ndarray, Dtr: np.ndarray, scalings: np.nda
         lda2 = np.column_stack([lda2[:, 0], np.zeros(len(lda2))])
     return Embedding(task=data.task[te].astype(np.int64), raw_pca=np.asarray(raw2, dtype=np.float64),
                      lda=np.asarray(lda2, dtype=np.float64))
+
+
+def validation_split(data: PairData, fraction: float = 0.25, *, seed: int = 0) -> PairData | None:
+    """The TRAIN pairs only, with ``test`` marking a seeded validation part of each task's train pairs.
+
+    Every task keeps at least one fitting pair; a task with fewer than 2 train pairs gives no
+    validation pair.  None when no task can spare a pair.
+    """
+    rng = seed_sequence(seed, 7919)
+    tr = np.flatnonzero(~data.test)
+    val = np.zeros(tr.size, dtype=bool)
+    for k in range(len(data.task_names)):
+        idx = np.flatnonzero(data.task[tr] == k)
+        n_val = min(idx.size - 1, max(1, int(round(fraction * idx.size)))) if idx.size >= 2 else 0
+        if n_val > 0:
+            val[rng.choice(idx, n_val, replace=False)] = True
+    if not val.any():
+        return None
+    return replace(data, a=data.a[tr], b=data.b[tr], task=data.task[tr], test=val)
+
+
+def _validation_scores(data: PairData, ks: Sequence[int], remove_pcs: Sequence[int],
+                       shrinkage: float | str | None, max_quadruples: int, seed: int, key: int
+                       ) -> dict[tuple[str, int], float]:
+    """``(method, n_components) -> validation score`` of every candidate setting (refitted on the fitting part)."""
+    sub = validation_split(data, seed=seed + key)
+    if sub is None:
+        return {}
+    tr = ~sub.test
+    if np.unique(sub.task[tr]).size < len(sub.task_names):
+        return {}
+    mean = sub.X[np.unique(np.concatenate([sub.a[tr], sub.b[tr]]))].mean(0)
+    Xc = (sub.X - mean).astype(np.float64)
+    Dtr = Xc[sub.b[tr]] - Xc[sub.a[tr]]
+    kw = dict(max_quadruples=max_quadruples, seed=seed, key=key)
+
+    def val(W) -> float | None:
+        s = score_space("v", 0, W, Xc, sub, **kw)
+        return s.analogy_accuracy if s.analogy_accuracy is not None else s.task_accuracy
+
+    out: dict[tuple[str, int], float] = {}
+    lda = fit_lda(Dtr, sub.task[tr], shrinkage=shrinkage)
+    for k in ks:
+        if k <= lda.scalings_.shape[1]:
+            v = val(lda.scalings_[:, :k])
+            if v is not None:
+                out[("lda", k)] = v
+    for m in remove_pcs:
+        if 1 <= m < min(Dtr.shape):
+            v = val(pc_removal_map(Dtr, m))
+            if v is not None:
+                out[("pc_removed", m)] = v
+    return out
 
 
 def evaluate_projections(data: PairData, *, n_components: Sequence[int] | None = None,
@@ -362,8 +443,11 @@ def evaluate_projections(data: PairData, *, n_components: Sequence[int] | None =
     Returns
     -------
     methods : list of MethodScore
-        ``raw`` first, then ``lda`` by ``n_components``, then ``pc_removed``.
+        ``raw`` first, then ``lda`` by ``n_components``, then ``pc_removed``.  Each LDA / PC-removal
+        record carries its ``validation_accuracy`` on a validation split of the train pairs, and the
+        best of each method there is marked ``chosen`` (ties: the fewer components).
     embedding : Embedding
+        The LDA view uses the chosen LDA axes' first two.
     """
     n_tasks = len(data.task_names)
     if n_tasks < 2:
@@ -386,6 +470,14 @@ def evaluate_projections(data: PairData, *, n_components: Sequence[int] | None =
     for m in remove_pcs:
         if 1 <= m < min(Dtr.shape):
             records.append(score_space("pc_removed", m, pc_removal_map(Dtr, m), Xc, data, **kw))
+    val = _validation_scores(data, ks, remove_pcs, shrinkage, max_quadruples, seed, key)
+    for method in ("lda", "pc_removed"):
+        recs = [r for r in records if r.method == method]
+        for r in recs:
+            r.validation_accuracy = finite_or_none(val.get((method, r.n_components)))
+        scored = [r for r in recs if r.validation_accuracy is not None]
+        if scored:
+            max(scored, key=lambda r: (r.validation_accuracy, -r.n_components)).chosen = True
     return records, _embedding(data, Xc, Dtr, lda.scalings_)
 
 
@@ -428,6 +520,7 @@ __all__ = [
     "analogy_accuracy",
     "analyze_pairs",
     "best_score",
+    "validation_split",
     "distractors",
     "evaluate_projections",
     "finite_or_none",

@@ -12,14 +12,15 @@ from featuregeo.core.data import FeatureCloud, Provenance, Suite
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import fingerprint, say, seed_sequence
 from featuregeo.io.activations import ActivationSource
-from featuregeo.tl.galaxy.entropy import RowSampler, entropy_from_sampler
+from featuregeo.tl.galaxy.bootstrap import bootstrap_slopes, normal_interval
+from featuregeo.tl.galaxy.entropy import RowSampler, entropy_from_sampler, top_eigenvectors
 from featuregeo.tl.galaxy.nulls import isotropic_null_cloud
 from featuregeo.tl.galaxy.powerlaw import fit_power_law, window_sensitivity
 from featuregeo.tl.galaxy.result import GalaxyLayer, GalaxyParams, GalaxyResult
-from featuregeo.tl.galaxy.spectrum import covariance, eigenspectrum
+from featuregeo.tl.galaxy.spectrum import accumulate, eigenspectrum
 
 #: seed sub-streams (``seed_sequence(seed, layer_or_0, STREAM)``)
-NULL_STREAM, SAMPLE_STREAM, ENTROPY_NULL_STREAM = 1, 2, 3
+NULL_STREAM, SAMPLE_STREAM, ENTROPY_NULL_STREAM, BOOTSTRAP_STREAM, ACT_BOOTSTRAP_STREAM, BASIS_STREAM = 1, 2, 3, 4, 5, 6
 
 Activations = np.ndarray | FeatureCloud
 
@@ -44,10 +45,40 @@ def _activation_cloud(activations: Activations | None, cloud: FeatureCloud) -> F
     return acts
 
 
-def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None):
-    cov, n = covariance(cloud, center=p.center, normalize=p.normalize, chunk_rows=p.chunk_rows, on_chunk=on_chunk,
-                        name=name)
+def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None, keep: list | None = None):
+    acc = accumulate(cloud, center=p.center, normalize=p.normalize, chunk_rows=p.chunk_rows, on_chunk=on_chunk,
+                     name=name)
+    cov, n = acc.result()
+    if keep is not None:
+        keep[:] = [cov, acc.mean()]
     return eigenspectrum(cov), n
+
+
+def _bootstrap(data: FeatureCloud, kept: list, fit, p: GalaxyParams, seed) -> tuple[tuple[float, float], float,
+                                                                                     np.ndarray]:
+    """(percentile interval, replicate sd, replicate slopes) of the row bootstrap of ``fit``'s slope."""
+    slopes, base = bootstrap_slopes(data, kept[0], kept[1], fit.fit_ranks, replicates=p.slope_bootstrap,
+                                    center=p.center, normalize=p.normalize, seed=seed, chunk_rows=p.chunk_rows)
+    return normal_interval(fit.slope, slopes, p.confidence), float(np.std(slopes, ddof=1)), slopes
+
+
+def _entropy_basis(cov: np.ndarray, p: GalaxyParams, seed) -> np.ndarray | None:
+    """Top ``entropy_pca_dim`` axes of the whole cloud's correlation (or covariance) matrix, computed once
+    for every entropy subsample; None when a per-subsample PCA is needed (normalised rows, small d, all dims)."""
+    d = cov.shape[0]
+    if p.normalize or p.entropy_pca_dim is None or 4 * (p.entropy_pca_dim + 20) >= d:
+        return None
+    c = cov
+    if p.entropy_zscore:
+        sd = np.sqrt(np.diag(cov))
+        if not np.all(sd > 0):
+            return None
+        c = cov / np.outer(sd, sd)
+    return top_eigenvectors(lambda q: c @ q, d, int(p.entropy_pca_dim), seed)
+
+
+def _window_range(fits) -> tuple[float, float] | None:
+    return (float(min(f.slope for f in fits)), float(max(f.slope for f in fits))) if fits else None
 
 
 def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
@@ -93,37 +124,51 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
     name = cloud.provenance.source
     sampler = (RowSampler(p.entropy_subsample, p.entropy_repeats, seed_sequence(p.seed, lk, SAMPLE_STREAM))
                if p.entropy else None)
-    ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None)
+    kept: list = []
+    ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None,
+                      keep=kept if (p.slope_bootstrap or p.entropy) else None)
+    basis = _entropy_basis(kept[0], p, seed_sequence(p.seed, lk, BASIS_STREAM)) if p.entropy else None
     fit_kw = dict(n_rows=n, center=p.center, rank_rtol=p.rank_rtol)
     try:
         fit = fit_power_law(ev, p.fit_ranks, p.confidence, **fit_kw)
     except InputError as e:
         raise InputError(f"{name} (layer {cloud.layer}): {e}") from None
+    sens = window_sensitivity(ev, p.windows, p.confidence, **fit_kw)
     rec = GalaxyLayer(
         layer=cloud.layer, n_features=n, n_excluded=cloud.n_excluded, exclusions=cloud.exclusions,
         d_model=cloud.d_model, numerical_rank=fit.numerical_rank, slope=fit.slope, slope_ci=fit.slope_ci, r2=fit.r2,
-        fit_ranks=fit.fit_ranks, window_clipped=fit.clipped,
-        sensitivity=window_sensitivity(ev, p.windows, p.confidence, **fit_kw),
-        provenance=cloud.provenance, eigenvalues=ev,
+        fit_ranks=fit.fit_ranks, window_clipped=fit.clipped, sensitivity=sens,
+        provenance=cloud.provenance, eigenvalues=ev, slope_t_ci=fit.slope_ci, curvature=fit.curvature,
+        rms_residual=fit.rms_residual, window_slope_range=_window_range(sens + [fit]),
     )
+    if p.slope_bootstrap:
+        rec.slope_ci, rec.slope_bootstrap_sd, rec.slope_replicates = _bootstrap(
+            cloud, kept, fit, p, seed_sequence(p.seed, lk, BOOTSTRAP_STREAM))
+        rec.slope_ci_method = f"row bootstrap ({p.slope_bootstrap} replicates, normal)"
+    del kept
     if p.null:
         null_seed = int(seed_sequence(p.seed, lk, NULL_STREAM).integers(2**63))
         nev, _ = _spectrum(isotropic_null_cloud(n, cloud.d_model, null_seed), p, "null")
         nfit = fit_power_law(nev, p.fit_ranks, p.confidence, **fit_kw)
         rec.null_slope, rec.null_slope_ci, rec.null_eigenvalues = nfit.slope, nfit.slope_ci, nev
+        rec.null_curvature = nfit.curvature
     if acts is not None:
-        aev, an = _spectrum(acts, p, "activations")
+        akept: list = []
+        aev, an = _spectrum(acts, p, "activations", keep=akept if p.slope_bootstrap else None)
         try:
             afit = fit_power_law(aev, p.fit_ranks, p.confidence, n_rows=an, center=p.center, rank_rtol=p.rank_rtol)
         except InputError as e:
             raise InputError(f"activations (layer {cloud.layer}): {e}") from None
         rec.activation_slope, rec.activation_slope_ci = afit.slope, afit.slope_ci
         rec.activation_tokens, rec.activation_eigenvalues = an, aev
+        rec.activation_curvature, rec.activation_rms_residual = afit.curvature, afit.rms_residual
+        if p.slope_bootstrap:
+            rec.activation_slope_ci = _bootstrap(acts, akept, afit, p, seed_sequence(p.seed, lk, ACT_BOOTSTRAP_STREAM))[0]
     if sampler is not None:
         rec.entropy = entropy_from_sampler(
             sampler, subsample=p.entropy_subsample, pca_dim=p.entropy_pca_dim, zscore=p.entropy_zscore,
             k=p.entropy_k, null=p.entropy_null, confidence=p.confidence,
-            seed=seed_sequence(p.seed, lk, ENTROPY_NULL_STREAM), name=name)
+            seed=seed_sequence(p.seed, lk, ENTROPY_NULL_STREAM), name=name, basis=basis)
     rec.seconds = time.perf_counter() - t0
     return rec
 
@@ -225,10 +270,11 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
         clip = f"; {rec.window_clipped}" if rec.window_clipped else ""
         null = "" if rec.null_slope is None else f" null {rec.null_slope:.3f}"
         say(progress, f"galaxy layer {rec.layer}: {'reused from checkpoint, ' if reused else ''}slope {rec.slope:.3f} "
-                      f"[{rec.slope_ci[0]:.3f}, {rec.slope_ci[1]:.3f}]{null} ({rec.n_features} features, "
+                      f"[{rec.slope_ci[0]:.3f}, {rec.slope_ci[1]:.3f}] curvature {rec.curvature:.3f}{null} ({rec.n_features} features, "
                       f"{rec.n_excluded} excluded, {rec.seconds:.1f}s{clip})")
         records.append(rec)
     return GalaxyResult(source=name, params=p, layers=records)
 
 
-__all__ = ["analyze", "analyze_cloud", "NULL_STREAM", "SAMPLE_STREAM", "ENTROPY_NULL_STREAM"]
+__all__ = ["analyze", "analyze_cloud", "NULL_STREAM", "SAMPLE_STREAM", "ENTROPY_NULL_STREAM", "BOOTSTRAP_STREAM",
+           "ACT_BOOTSTRAP_STREAM", "BASIS_STREAM"]

@@ -16,7 +16,7 @@ from featuregeo.core.data import DEFAULT_CHUNK_ROWS, FeatureCloud
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import Result
 from featuregeo.core.util import resolve_rng
-from featuregeo.tl.galaxy.records import ArrayEq
+from featuregeo.tl.galaxy.records import ArrayEq, small_eigh
 from featuregeo.tl.galaxy.spectrum import iter_rows
 
 MIN_POINTS = 10
@@ -25,7 +25,7 @@ MIN_POINTS = 10
 # ----------------------------------------------------------------------------------------------
 # subsampling while streaming
 # ----------------------------------------------------------------------------------------------
-def _mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: a bijective hash of uint64 values (wrapping arithmetic)."""
     with np.errstate(over="ignore"):
         z = z + np.uint64(0x9E3779B97F4A7C15)
@@ -78,7 +78,7 @@ class RowSampler:
             return
         pos_of = None
         for r in range(self.repeats):
-            keys = _mix64(ids.astype(np.uint64) ^ self._salt[r])
+            keys = mix64(ids.astype(np.uint64) ^ self._salt[r])
             if self._keys[r].size >= self.size:
                 cand = np.flatnonzero(keys < self._keys[r].max())
                 if cand.size == 0:
@@ -147,15 +147,17 @@ def log_unit_ball_volume(p: int) -> float:
 def kth_nn_distance(x: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
     """Euclidean distance from every row to its k-th nearest other row (exact, blocked GEMM)."""
     n = x.shape[0]
-    sq = np.einsum("ij,ij->i", x, x)
+    x32 = x.astype(np.float32)
+    sq = np.einsum("ij,ij->i", x32, x32)
     out = np.empty(n)
     for s in range(0, n, block):
         e = min(n, s + block)
-        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (x[s:e] @ x.T)
+        # candidates from a float32 GEMM (half the cost); their distances are recomputed exactly below
+        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (x32[s:e] @ x32.T)
         d2[np.arange(e - s), np.arange(s, e)] = np.inf  # exclude self
         # the k nearest by the GEMM expansion, then their exact distances by direct differences
         # (the expansion loses precision for close points, and a duplicate must give exactly 0)
-        cand = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        cand = (np.argmin(d2, axis=1)[:, None] if k == 1 else np.argpartition(d2, k - 1, axis=1)[:, :k])
         diff = x[s:e, None, :] - x[cand]
         exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
         out[s:e] = np.sort(exact, axis=1)[:, k - 1]
@@ -186,10 +188,49 @@ def knn_entropy(x: np.ndarray, k: int = 1) -> float:
     return float(special.digamma(n) - special.digamma(k) + log_unit_ball_volume(p) + p * np.mean(np.log(r)))
 
 
-def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+def orthonormal_columns(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the column span of a tall ``y`` by the eigendecomposition of its small Gram
+    (GEMMs only; LAPACK QR of a tall matrix is slow on a busy machine); near-null directions are dropped.
+
+    Examples
+    --------
+    >>> q = orthonormal_columns(np.random.default_rng(0).standard_normal((50, 4)))
+    >>> bool(np.allclose(q.T @ q, np.eye(4)))
+    True
+    """
+    for _ in range(2):  # twice: the second pass repairs the round-off of the first
+        w, v = small_eigh(y.T @ y)
+        keep = w > w.max() * 1e-12
+        y = (y @ v[:, keep]) / np.sqrt(w[keep])
+    return y
+
+
+def top_eigenvectors(apply, d: int, p: int, rng: np.random.Generator, iterations: int = 6) -> np.ndarray:
+    """``d x p`` orthonormal basis close to the top eigenvectors of a symmetric PSD operator ``apply`` (randomized)."""
+    q = orthonormal_columns(apply(rng.standard_normal((d, p + 20))))
+    for _ in range(iterations):
+        q = orthonormal_columns(apply(q))
+    w, v = small_eigh(q.T @ apply(q))
+    return q @ v[:, ::-1][:, :p]
+
+
+def _top_right_vectors(y: np.ndarray, p: int, rng: np.random.Generator, iterations: int = 4) -> np.ndarray:
+    """``d x p`` orthonormal basis close to the top right singular vectors of ``y`` (randomized, power iterations)."""
+    return top_eigenvectors(lambda q: y.T @ (y @ q), y.shape[1], p, rng, iterations)
+
+
+def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None,
+                          rng: np.random.Generator | None = None,
+                          basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre (and z-score) columns, project on the top principal axes above round-off.
 
-    Returns ``(Z, eigenvalues)``: ``Z`` has ``min(pca_dim, d, m - 1, numerical rank)`` columns.
+    Returns ``(Z, eigenvalues)``: ``Z`` has ``min(pca_dim, d, m - 1, numerical rank)`` uncorrelated
+    columns whose sample variances are ``eigenvalues`` (descending).  When ``pca_dim`` is well below
+    both ``m`` and ``d`` and ``rng`` is given, the axes come from a randomized range finder (a few
+    power iterations) instead of a full eigendecomposition; the coordinates are then rotated to be
+    exactly uncorrelated, so every entropy below is computed on exactly the returned sample.
+    With ``basis`` (``d x p``, e.g. the top axes of the whole cloud's correlation matrix) the sample is
+    projected on it instead (then rotated to uncorrelated coordinates the same way).
     """
     y = np.asarray(y, dtype=np.float64)
     y = y - y.mean(axis=0)
@@ -198,7 +239,19 @@ def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None) -> t
         keep = sd > 0
         y = y[:, keep] / sd[keep]
     m, d = y.shape
-    if m - 1 < d:  # Gram route: cheaper when there are fewer points than dimensions
+    if basis is not None and (not zscore or bool(np.all(keep))):
+        z = y @ basis
+        w, v = small_eigh((z.T @ z) / (m - 1))
+        order = np.argsort(w)[::-1]
+        ev_all, z = w[order], z @ v[:, order]
+        coords = lambda p: z[:, :p]  # noqa: E731
+    elif rng is not None and pca_dim is not None and 4 * (int(pca_dim) + 20) < min(m, d):
+        z = y @ _top_right_vectors(y, int(pca_dim), rng)
+        w, v = small_eigh((z.T @ z) / (m - 1))
+        order = np.argsort(w)[::-1]
+        ev_all, z = w[order], z @ v[:, order]
+        coords = lambda p: z[:, :p]  # noqa: E731
+    elif m - 1 < d:  # Gram route: cheaper when there are fewer points than dimensions
         u, s, _ = linalg.svd(y, full_matrices=False, check_finite=False)
         ev_all = s ** 2 / (m - 1)
         coords = lambda p: u[:, :p] * s[:p]  # noqa: E731
@@ -213,6 +266,62 @@ def principal_coordinates(y: np.ndarray, zscore: bool, pca_dim: int | None) -> t
     if p < 1:
         raise InputError("data: the entropy subsample has no spread (all rows equal); expected varied rows")
     return coords(p), ev_all[:p]
+
+
+#: the entropy's nulls, in the order they are stored
+NULLS = ("gaussian", "radial", "marginals")
+
+
+def match_covariance(x: np.ndarray, ev: np.ndarray) -> np.ndarray:
+    """``x`` in its own principal coordinates, each rescaled so the sample covariance is exactly ``diag(ev)``.
+
+    The k-th principal axis of ``x`` gets the k-th variance of ``ev`` (descending), as the data's own
+    principal coordinates do: a heavy-tailed sample's extreme points define its leading axes, in the
+    data and in the null alike.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((200, 3))
+    >>> bool(np.allclose(np.cov(match_covariance(x, np.array([3.0, 2.0, 1.0])), rowvar=False), np.diag([3.0, 2.0, 1.0])))
+    True
+    """
+    x = x - x.mean(axis=0)
+    w, v = small_eigh((x.T @ x) / (x.shape[0] - 1))
+    w, v = np.maximum(w[::-1], np.finfo(np.float64).tiny), v[:, ::-1]
+    return (x @ v) / np.sqrt(w) * np.sqrt(ev)
+
+
+def null_sample(kind: str, z: np.ndarray, ev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An unclustered sample matched to principal coordinates ``z`` (variances ``ev``).
+
+    * ``"gaussian"`` — a Gaussian with the same covariance spectrum (the estimator's own bias);
+    * ``"radial"`` — the same spectrum with the cloud's own Mahalanobis radii: each point keeps its
+      whitened norm on a uniformly random direction (an elliptical cloud: heavy tails kept, clusters gone);
+    * ``"marginals"`` — every principal coordinate keeps its own marginal, the dependence between them
+      is destroyed by permuting each column independently.
+
+    Examples
+    --------
+    >>> z = np.random.default_rng(0).standard_normal((500, 3)) * [3.0, 2.0, 1.0]
+    >>> ev = z.var(axis=0, ddof=1)
+    >>> r = null_sample("radial", z, ev, np.random.default_rng(1))
+    >>> np.round(np.cov(r, rowvar=False).diagonal() / ev, 6).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    if kind == "gaussian":
+        return match_covariance(rng.standard_normal(z.shape), ev)
+    if kind == "radial":
+        scale = np.sqrt(ev)
+        m = z.shape[0]
+        # leave-one-out Mahalanobis radii: a point's own weight in the covariance shrinks its radius
+        h = np.minimum(np.sum((z / scale) ** 2, axis=1) / (m - 1), 1 - 1e-9)
+        radius = np.sqrt((m - 2) * h / (1 - h))
+        u = rng.standard_normal(z.shape)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        return match_covariance(u * radius[:, None] * scale, ev)
+    if kind == "marginals":
+        return match_covariance(np.stack([rng.permutation(z[:, j]) for j in range(z.shape[1])], axis=1), ev)
+    raise InputError(f"null: expected one of {list(NULLS)}. Got {kind!r} instead.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,13 +340,28 @@ class EntropyRepeats(ArrayEq, Result):
 
 
 @dataclass(eq=False)
+class EntropyNull(ArrayEq, Result):
+    """One null of the clustering entropy: the same statistic (gaussian - knn, nats) on a matched unclustered sample."""
+
+    kind = "entropy_null"
+    name: str = ""
+    difference: float = float("nan")
+    ci: tuple[float, float] | None = None
+    per_repeat: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(eq=False)
 class EntropyEstimate(ArrayEq, Result):
     """Gaussian entropy, k-NN entropy and their difference (nats), with subsample percentile intervals.
 
     ``difference`` = gaussian - knn: how much less entropy the cloud has than a Gaussian of the
-    same covariance (clustering).  ``null_difference`` is the same statistic on Gaussian samples
-    with the same covariance spectrum through the same code (the estimator's own bias);
-    ``excess`` = difference - null_difference is the clustering the estimator cannot explain.
+    same covariance.  That measures non-Gaussianity of any kind (heavy tails too), not only
+    clustering.  ``nulls`` holds the same statistic on three matched *unclustered* samples (see
+    :func:`null_sample`): a same-spectrum Gaussian (``null_difference``, the estimator's own bias),
+    the cloud's own radii on uniform directions, and the cloud's own principal-coordinate marginals
+    with their dependence destroyed.  ``excess`` = difference minus the *strongest* null (the one
+    with the largest difference, named in ``strongest_null``) is the clustering no unclustered
+    cloud explains; ``excess_gaussian`` is the old excess over the Gaussian only.
     Intervals are percentile intervals over repeats (None with one repeat).
     """
 
@@ -259,6 +383,10 @@ class EntropyEstimate(ArrayEq, Result):
     replacement: bool = False
     units: str = "nats"
     per_repeat: EntropyRepeats = field(default_factory=EntropyRepeats)
+    nulls: list[EntropyNull] = field(default_factory=list)
+    strongest_null: str | None = None
+    excess_gaussian: float | None = None
+    excess_gaussian_ci: tuple[float, float] | None = None
 
 
 def _interval(v: np.ndarray, confidence: float) -> tuple[float, float] | None:
@@ -270,15 +398,21 @@ def _interval(v: np.ndarray, confidence: float) -> tuple[float, float] | None:
 
 def entropy_from_sampler(sampler: RowSampler, *, subsample: int, pca_dim: int | None = 100, zscore: bool = True,
                          k: int = 1, null: bool = True, confidence: float = 0.95,
-                         seed: int | np.random.Generator | None = 0, name: str = "data") -> EntropyEstimate:
-    """The clustering entropy of the samples a :class:`RowSampler` drew (see :func:`clustering_entropy`)."""
+                         seed: int | np.random.Generator | None = 0, name: str = "data",
+                         basis: np.ndarray | None = None) -> EntropyEstimate:
+    """The clustering entropy of the samples a :class:`RowSampler` drew (see :func:`clustering_entropy`).
+
+    ``basis`` (``d x pca_dim``): project every subsample on these axes (computed once from the whole
+    cloud) instead of a PCA per subsample.
+    """
     rng = resolve_rng(seed)
+    pc_rng = np.random.default_rng(rng.integers(2**63))
     n = sampler.n_seen
     if n < MIN_POINTS:
         raise InputError(f"{name}: clustering entropy needs at least {MIN_POINTS} points. Got {n} instead.")
     m = subsample_size(n, min(subsample, sampler.size), sampler.repeats)
-    vals: dict[str, list[float]] = {key: [] for key in ("gaussian", "knn", "difference", "null_difference",
-                                                        "duplicates_dropped")}
+    vals: dict[str, list[float]] = {key: [] for key in ("gaussian", "knn", "difference", "duplicates_dropped")
+                                    + tuple(f"null_{kind}" for kind in NULLS)}
     p_used = []
     for r in range(sampler.repeats):
         y = sampler.sample(r, m)
@@ -288,19 +422,23 @@ def entropy_from_sampler(sampler: RowSampler, *, subsample: int, pca_dim: int | 
             raise InputError(f"{name}: an entropy subsample of {m} rows holds only {y_unique.shape[0]} distinct rows; "
                              f"expected at least {max(MIN_POINTS, k + 2)} (skip the entropy with entropy=False / "
                              "--no-entropy)")
-        z, ev = principal_coordinates(y_unique, zscore, pca_dim)
+        z, ev = principal_coordinates(y_unique, zscore, pca_dim, pc_rng, basis=basis)
         p_used.append(z.shape[1])
         hg, hk = gaussian_entropy(ev), knn_entropy(z, k)
         vals["gaussian"].append(hg)
         vals["knn"].append(hk)
         vals["difference"].append(hg - hk)
         if null:
-            g = rng.standard_normal(z.shape) * np.sqrt(ev)
-            zg, evg = principal_coordinates(g, False, None)
-            vals["null_difference"].append(gaussian_entropy(evg) - knn_entropy(zg, k))
+            for kind in NULLS:
+                zn, evn = principal_coordinates(null_sample(kind, z, ev, rng), False, None)
+                vals[f"null_{kind}"].append(gaussian_entropy(evn) - knn_entropy(zn, k))
     diff = np.array(vals["difference"])
-    nd = np.array(vals["null_difference"]) if null else None
-    exc = diff - nd if null else None
+    nulls = [EntropyNull(name=kind, difference=float(np.mean(vals[f"null_{kind}"])),
+                         ci=_interval(np.array(vals[f"null_{kind}"]), confidence),
+                         per_repeat=np.array(vals[f"null_{kind}"])) for kind in NULLS] if null else []
+    nd = nulls[0].per_repeat if null else None
+    strongest = max(nulls, key=lambda e: e.difference) if null else None
+    exc = diff - strongest.per_repeat if null else None
     return EntropyEstimate(
         gaussian=float(np.mean(vals["gaussian"])), knn=float(np.mean(vals["knn"])),
         difference=float(diff.mean()), ci=_interval(diff, confidence),
@@ -308,6 +446,9 @@ def entropy_from_sampler(sampler: RowSampler, *, subsample: int, pca_dim: int | 
         null_ci=None if nd is None else _interval(nd, confidence),
         excess=None if exc is None else float(exc.mean()),
         excess_ci=None if exc is None else _interval(exc, confidence),
+        nulls=nulls, strongest_null=None if strongest is None else strongest.name,
+        excess_gaussian=None if nd is None else float((diff - nd).mean()),
+        excess_gaussian_ci=None if nd is None else _interval(diff - nd, confidence),
         subsample=m, pca_dim=int(min(p_used)), zscore=bool(zscore), k=int(k), repeats=sampler.repeats,
         confidence=float(confidence),
         per_repeat=EntropyRepeats(gaussian=np.array(vals["gaussian"]), knn=np.array(vals["knn"]), difference=diff,
@@ -323,7 +464,7 @@ def clustering_entropy(
     pca_dim: int | None = 100,
     zscore: bool = True,
     k: int = 1,
-    repeats: int = 10,
+    repeats: int = 20,
     null: bool = True,
     confidence: float = 0.95,
     seed: int | np.random.Generator | None = 0,
@@ -366,6 +507,7 @@ def clustering_entropy(
                                 confidence=confidence, seed=rng)
 
 
-__all__ = ["RowSampler", "subsample_size", "gaussian_entropy", "knn_entropy", "kth_nn_distance",
+__all__ = ["RowSampler", "subsample_size", "mix64", "NULLS", "null_sample", "match_covariance",
+           "orthonormal_columns", "top_eigenvectors", "EntropyNull", "gaussian_entropy", "knn_entropy", "kth_nn_distance",
            "log_unit_ball_volume", "principal_coordinates", "EntropyEstimate", "EntropyRepeats",
            "entropy_from_sampler", "clustering_entropy"]

@@ -40,6 +40,12 @@ class PowerLawFit(ArrayEq, Result):
         Eigenvalues above round-off (see :func:`~featuregeo.tl.galaxy.spectrum.numerical_rank`).
     clipped : str or None
         Why the window was shortened (None when it was not).
+    curvature : float
+        Quadratic coefficient ``c`` of ``log10(eigenvalue) = a + b x + c x^2`` with ``x`` the centred
+        log10(rank) over the same window (per decade squared; 0 for a pure power law, negative when the
+        spectrum bends down).
+    rms_residual : float
+        Root-mean-square residual of the straight-line fit, in log10 units (0 for a pure power law).
     """
 
     kind = "power_law_fit"
@@ -54,6 +60,23 @@ class PowerLawFit(ArrayEq, Result):
     numerical_rank: int = 0
     confidence: float = 0.95
     clipped: str | None = None
+    curvature: float = float("nan")
+    rms_residual: float = float("nan")
+
+
+def curvature(x: np.ndarray, y: np.ndarray) -> float:
+    """Quadratic coefficient of ``y`` on centred ``x`` (least squares), ``nan`` with fewer than 4 points.
+
+    Examples
+    --------
+    >>> x = np.log10(np.arange(1, 101.0))
+    >>> round(curvature(x, -0.5 * x), 9), round(curvature(x, -0.2 * (x - x.mean()) ** 2), 9)
+    (0.0, -0.2)
+    """
+    if x.size < 4:
+        return float("nan")
+    xc = x - x.mean()
+    return float(np.polyfit(xc, y, 2)[0])
 
 
 def check_window(fit_ranks: Sequence[int], name: str = "fit_ranks") -> tuple[int, int]:
@@ -124,11 +147,13 @@ def fit_power_law(eigenvalues: np.ndarray, fit_ranks: Sequence[int] = DEFAULT_FI
     y = np.log10(ev[a - 1:b_eff])
     res = stats.linregress(x, y)
     t = stats.t.ppf(0.5 + confidence / 2, x.size - 2)
+    resid = y - (res.intercept + res.slope * x)
     return PowerLawFit(
         slope=float(res.slope), intercept=float(res.intercept),
         slope_ci=(float(res.slope - t * res.stderr), float(res.slope + t * res.stderr)),
         stderr=float(res.stderr), r2=float(res.rvalue ** 2), fit_ranks=(a, b_eff), requested_ranks=(a, b),
         n_points=int(x.size), numerical_rank=rank, confidence=float(confidence), clipped=clipped,
+        curvature=curvature(x, y), rms_residual=float(np.sqrt(np.mean(resid ** 2))),
     )
 
 
@@ -152,5 +177,5 @@ def window_sensitivity(eigenvalues: np.ndarray, windows: Iterable[Sequence[int]]
     return out
 
 
-__all__ = ["PowerLawFit", "fit_power_law", "window_sensitivity", "check_window", "DEFAULT_FIT_RANKS",
+__all__ = ["PowerLawFit", "fit_power_law", "curvature", "window_sensitivity", "check_window", "DEFAULT_FIT_RANKS",
            "DEFAULT_WINDOWS"]

@@ -39,6 +39,22 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def one_thread():
+    """Context limiting BLAS to one thread: small decompositions (a few hundred rows) run 10-30x slower
+    with two threads on a busy machine than with one."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
+def small_eigh(a: np.ndarray, eigvals_only: bool = False):
+    """``scipy.linalg.eigh`` of a small symmetric matrix on one BLAS thread (ascending, like eigh)."""
+    from scipy import linalg
+
+    with one_thread():
+        return linalg.eigh(a, eigvals_only=eigvals_only, check_finite=False)
+
+
 class ArrayEq:
     """Mixin: ``==`` by :func:`same` (use with ``@dataclass(eq=False)``)."""
 
@@ -50,4 +66,4 @@ class ArrayEq:
     __hash__ = None  # mutable records
 
 
-__all__ = ["same", "ArrayEq"]
+__all__ = ["same", "ArrayEq", "one_thread", "small_eigh"]

@@ -46,10 +46,16 @@ class GalaxyParams(Params):
         z-score columns before the entropy PCA.
     entropy_k : int, default=1
         Neighbour order of the Kozachenko-Leonenko estimator.
-    entropy_repeats : int, default=10
+    entropy_repeats : int, default=20
         Independent subsamples.
     entropy_null : bool, default=True
-        Same-spectrum Gaussian null of the entropy (its estimator bias).
+        The entropy's nulls: a same-spectrum Gaussian (the estimator's bias), and two unclustered
+        non-Gaussian clouds (the cloud's own Mahalanobis radii on uniform directions; each principal
+        coordinate's own marginal, permuted independently).  Clustering is the excess over the strongest.
+    slope_bootstrap : int, default=50
+        Row-bootstrap replicates of the slope interval (resample feature rows, recompute the
+        spectrum, refit); 0 keeps the regression t-interval (too narrow: it treats correlated
+        log-eigenvalues as independent).
     confidence : float, default=0.95
         Level of every interval.
     rank_rtol : float or None, default=None
@@ -70,8 +76,9 @@ class GalaxyParams(Params):
     entropy_pca_dim: int | None = 100
     entropy_zscore: bool = True
     entropy_k: int = 1
-    entropy_repeats: int = 10
+    entropy_repeats: int = 20
     entropy_null: bool = True
+    slope_bootstrap: int = 50
     confidence: float = 0.95
     rank_rtol: float | None = None
     seed: int = 0
@@ -90,6 +97,10 @@ class GalaxyParams(Params):
         check_int("entropy_pca_dim", self.entropy_pca_dim, minimum=1, allow_none=True)
         check_int("entropy_k", self.entropy_k, minimum=1)
         check_int("entropy_repeats", self.entropy_repeats, minimum=1)
+        check_int("slope_bootstrap", self.slope_bootstrap, minimum=0)
+        if 0 < self.slope_bootstrap < 20:
+            raise InputError(f"slope_bootstrap: expected 0 (t-interval) or at least 20 replicates. "
+                             f"Got {self.slope_bootstrap} instead.")
         if self.entropy_k >= self.entropy_subsample:
             raise InputError(f"entropy_k: expected fewer neighbours than entropy_subsample ({self.entropy_subsample}). "
                              f"Got {self.entropy_k} instead.")
@@ -131,6 +142,17 @@ class GalaxyLayer(ArrayEq, Result):
     eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros(0))
     null_eigenvalues: np.ndarray | None = None
     activation_eigenvalues: np.ndarray | None = None
+    #: how ``slope_ci`` was made: "row bootstrap (N replicates, normal)" or "regression t" (slope_bootstrap=0)
+    slope_ci_method: str = "regression t"
+    slope_t_ci: tuple[float, float] | None = None
+    slope_bootstrap_sd: float | None = None
+    slope_replicates: np.ndarray | None = None
+    curvature: float = float("nan")
+    rms_residual: float = float("nan")
+    window_slope_range: tuple[float, float] | None = None
+    null_curvature: float | None = None
+    activation_curvature: float | None = None
+    activation_rms_residual: float | None = None
 
 
 @dataclass(eq=False)
@@ -163,13 +185,22 @@ class GalaxyResult(ArrayEq, Result):
                 "layer": r.layer, "n_features": r.n_features, "n_excluded": r.n_excluded, "d_model": r.d_model,
                 "numerical_rank": r.numerical_rank, "slope": r.slope, "slope_ci_lo": r.slope_ci[0],
                 "slope_ci_hi": r.slope_ci[1], "fit_rank_lo": r.fit_ranks[0], "fit_rank_hi": r.fit_ranks[1],
-                "window_clipped": r.window_clipped, "r2": r.r2, "null_slope": r.null_slope,
+                "window_clipped": r.window_clipped, "r2": r.r2, "slope_ci_method": r.slope_ci_method,
+                "slope_t_ci_lo": ci(r.slope_t_ci, 0), "slope_t_ci_hi": ci(r.slope_t_ci, 1),
+                "slope_bootstrap_sd": r.slope_bootstrap_sd, "curvature": r.curvature, "rms_residual": r.rms_residual,
+                "window_slope_min": ci(r.window_slope_range, 0), "window_slope_max": ci(r.window_slope_range, 1),
+                "null_slope": r.null_slope, "null_curvature": r.null_curvature,
                 "activation_slope": r.activation_slope,
+                "activation_slope_ci_lo": ci(r.activation_slope_ci, 0),
+                "activation_slope_ci_hi": ci(r.activation_slope_ci, 1),
+                "activation_curvature": r.activation_curvature,
                 "entropy_gaussian": e.gaussian if e else None, "entropy_knn": e.knn if e else None,
                 "entropy_difference": e.difference if e else None,
                 "entropy_ci_lo": ci(e.ci, 0) if e else None, "entropy_ci_hi": ci(e.ci, 1) if e else None,
                 "entropy_null_difference": e.null_difference if e else None,
-                "entropy_excess": e.excess if e else None,
+                "entropy_excess": e.excess if e else None, "entropy_strongest_null": e.strongest_null if e else None,
+                **{f"entropy_null_{u.name}": u.difference for u in (e.nulls if e else [])},
+                "entropy_excess_gaussian": e.excess_gaussian if e else None,
                 "entropy_excess_ci_lo": ci(e.excess_ci, 0) if e else None,
                 "entropy_excess_ci_hi": ci(e.excess_ci, 1) if e else None,
                 "seconds": r.seconds,

@@ -97,6 +97,12 @@ class CovarianceAccumulator:
         self._s2 += np.ldexp((scaled.T @ scaled).astype(np.float64), 2 * e)  # A.T @ A dispatches to syrk
         self.n += c.shape[0]
 
+    def mean(self) -> np.ndarray:
+        """Mean of the rows accumulated so far (after normalisation when ``normalize``)."""
+        if self._s1 is None or self.n == 0:
+            raise InputError(f"{self.name}: no rows to compute a mean from; expected at least 1 row")
+        return self._shift + self._s1 / self.n
+
     def result(self) -> tuple[np.ndarray, int]:
         """``(cov, n)``: the d x d float64 matrix (``np.cov`` convention, ddof=1) and the row count."""
         n = self.n
@@ -114,6 +120,12 @@ class CovarianceAccumulator:
             raise InputError(f"{self.name}: the covariance is not finite; expected finite rows of magnitude "
                              "below 1e150")
         return cov, n
+
+
+def prepare_rows(chunk: np.ndarray, normalize: bool) -> np.ndarray:
+    """Rows as the covariance sees them: float32, scaled to unit norm when ``normalize``."""
+    c = np.asarray(chunk, dtype=np.float32)
+    return _unit_rows_safe(c) if normalize and c.shape[0] else c
 
 
 def covariance(
@@ -156,12 +168,20 @@ def covariance(
     >>> bool(np.allclose(cov, np.cov(x, rowvar=False), atol=1e-5)), n
     (True, 1000)
     """
+    return accumulate(data, center=center, normalize=normalize, chunk_rows=chunk_rows, on_chunk=on_chunk,
+                      name=name).result()
+
+
+def accumulate(data: FeatureCloud | np.ndarray, *, center: bool = True, normalize: bool = False,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, on_chunk: ChunkSink | None = None,
+               name: str = "data") -> CovarianceAccumulator:
+    """One streamed pass of :func:`covariance`, returning the accumulator (its ``result()`` and ``mean()``)."""
     acc = CovarianceAccumulator(center=center, normalize=normalize, name=name)
     for ids, chunk in iter_rows(data, chunk_rows, name):
         if on_chunk is not None:
             on_chunk(ids, chunk)
         acc.add(chunk)
-    return acc.result()
+    return acc
 
 
 def eigenspectrum(cov: np.ndarray) -> np.ndarray:
@@ -215,5 +235,5 @@ def numerical_rank(eigenvalues: np.ndarray, *, n_rows: int | None = None, center
     return r
 
 
-__all__ = ["covariance", "eigenspectrum", "numerical_rank", "default_rank_rtol", "CovarianceAccumulator",
+__all__ = ["covariance", "accumulate", "prepare_rows", "eigenspectrum", "numerical_rank", "default_rank_rtol", "CovarianceAccumulator",
            "iter_rows", "FLOAT32_EPS"]

@@ -48,6 +48,7 @@ from featuregeo.tl.layers.matching import (DEFAULT_THRESHOLDS, FeatureMatch, Mat
 from featuregeo.tl.layers.params import LayersParams
 from featuregeo.tl.layers.pruning import PruningCheck, PruningRow, RandomDropSummary, pruning_check
 from featuregeo.tl.layers.similarity import (MEASURES, UAS_SKIP, RedundantBlock, check_measures, cka_matrix,
+                                             debiased_cka_matrix, gaussian_cka_baseline,
                                              cosine_matrix, linear_cka, redundancy, similarity_matrices,
                                              tree_matrices)
 from featuregeo.tl.layers.trees import (maximum_spanning_arborescence, sentence_trees, structlens_scores,
@@ -60,7 +61,7 @@ __all__ = [
     "LayersParams", "LayersResult", "analyze", "check_inputs", "MEASURES", "DEFAULT_THRESHOLDS",
     "RedundantBlock", "FeatureMatch", "MatchPair", "SaeLayer", "SaeGeometry", "PruningRow", "RandomDropSummary",
     "PruningCheck", "HeldoutRows", "heldout_rows", "model_fingerprint", "check_measures", "linear_cka",
-    "cka_matrix", "cosine_matrix", "tree_matrices", "similarity_matrices", "redundancy", "match_features",
+    "cka_matrix", "debiased_cka_matrix", "gaussian_cka_baseline", "cosine_matrix", "tree_matrices", "similarity_matrices", "redundancy", "match_features",
     "random_rotation", "sae_geometry", "pruning_check", "maximum_spanning_arborescence", "structlens_scores",
     "structlens_tree", "sentence_trees", "tree_edit_distance", "uas", "read_representations", "skip_blocks",
     "heldout_loss",
@@ -91,6 +92,13 @@ class LayersResult(Result):
         The held-out token rows that were read.
     seconds : float
         Wall time (not compared).
+    cka_baseline, cka_debiased_baseline : float or None
+        Linear and debiased CKA between two independent isotropic Gaussians with as many tokens and
+        dimensions as the data (what "no shared structure" scores; None without ``"cka"``).  With
+        ``"cka"``, ``matrices["cka_debiased"]`` is filled too.
+    cka_debiased_redundancy : list of RedundantBlock or None
+        Blocks ranked by debiased CKA of their input and output (``redundancy`` keeps one entry per
+        requested measure).
     """
 
     kind = "layers"
@@ -103,6 +111,9 @@ class LayersResult(Result):
     pruning: PruningCheck | None = None
     data: HeldoutRows = field(default_factory=HeldoutRows)
     seconds: float = field(default=0.0, compare=False)
+    cka_baseline: float | None = None
+    cka_debiased_baseline: float | None = None
+    cka_debiased_redundancy: list[RedundantBlock] | None = None
 
     def matrix(self, measure: str) -> np.ndarray:
         """The similarity matrix of ``measure`` (float64); InputError naming the available ones."""
@@ -186,7 +197,7 @@ def _matrices(model, data: HeldoutRows, params: LayersParams, mfp: str, checkpoi
             say(progress, f"layers: {m} matrix in {time.perf_counter() - t:.1f}s")
             return res
 
-        fp = fingerprint("layers.matrix", m, UAS_SKIP, mfp, rows_fp)
+        fp = fingerprint("layers.matrix", m, UAS_SKIP, mfp, rows_fp, *(["debiased"] if m == "cka" else []))
         mats.update(compute() if checkpoint is None else checkpoint.arrays(f"matrix_{m}", fp, compute))
     return mats
 
@@ -233,6 +244,10 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
                   f"{', '.join(params.measures)}")
     mats = _matrices(model, data, params, mfp, checkpoint, progress)
     red = {m: redundancy(mats[m]) for m in params.measures}
+    base, deb_red = (None, None), None
+    if "cka" in params.measures:
+        deb_red = redundancy(mats["cka_debiased"])
+        base = gaussian_cka_baseline(int(data.n_tokens), int(model.d_model), seed=params.seed)
     sae = None
     if suite is not None:
         sae = sae_geometry(suite, thresholds=params.thresholds, null=True, null_assignment=params.null_assignment,
@@ -245,4 +260,5 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
                                 checkpoint=checkpoint, model_fp=mfp, batch_size=LOSS_BATCH, progress=progress)
     labels = ["embed"] + [str(L) for L in range(model.n_layers)]
     return LayersResult(params=params, model=str(model.name), labels=labels, matrices=mats, redundancy=red, sae=sae,
-                        pruning=pruning, data=data, seconds=time.perf_counter() - t0)
+                        pruning=pruning, data=data, seconds=time.perf_counter() - t0, cka_baseline=base[0],
+                        cka_debiased_baseline=base[1], cka_debiased_redundancy=deb_red)

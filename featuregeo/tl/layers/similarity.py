@@ -26,6 +26,7 @@ MEASURES = ("cosine", "cka", "uas", "ted")
 UAS_SKIP = 2  # the first two tokens have no choice of head
 
 __all__ = ["MEASURES", "UAS_SKIP", "RedundantBlock", "check_measures", "check_reps", "linear_cka", "cka_matrix",
+           "debiased_cka_matrix", "gaussian_cka_baseline",
            "cosine_matrix", "tree_matrices", "similarity_matrices", "redundancy"]
 
 
@@ -155,6 +156,73 @@ def cka_matrix(reps: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def debiased_cka_matrix(reps: Sequence[np.ndarray]) -> np.ndarray:
+    """Debiased linear CKA between every pair of representations (each ``(n, d)``, same ``n >= 4``).
+
+    CKA built from the unbiased HSIC estimator (Song et al. 2012; Kornblith et al. 2019, appendix):
+    with ``K~`` a token Gram with its diagonal zeroed,
+    ``HSIC_1 = [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))``.  Two independent
+    representations score about 0 whatever ``d / n`` (linear CKA scores about ``d / n``); it can be
+    slightly negative.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((300, 400)), rng.standard_normal((300, 400))
+    >>> m = debiased_cka_matrix([x, y, 2 * x])
+    >>> bool(abs(m[0, 1]) < 0.05), float(round(m[0, 2], 6))
+    (True, 1.0)
+    """
+    grams = []
+    for x in reps:
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(0)
+        nrm = np.linalg.norm(x)
+        x = x / nrm if nrm > 0 else x
+        k = x @ x.T
+        np.fill_diagonal(k, 0.0)
+        grams.append(k)
+    n = grams[0].shape[0]
+    if n < 4:
+        raise InputError(f"reps: debiased CKA needs at least 4 tokens. Got {n} instead.")
+    sums = [k.sum() for k in grams]
+    rows = [k.sum(axis=1) for k in grams]
+
+    def hsic(a: int, b: int) -> float:
+        t = float(np.sum(grams[a] * grams[b]))
+        return (t + sums[a] * sums[b] / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(rows[a] @ rows[b])) / (n * (n - 3))
+
+    R = len(grams)
+    self_h = [hsic(a, a) for a in range(R)]
+    out = np.eye(R)
+    for a in range(R):
+        for b in range(a + 1, R):
+            den = np.sqrt(self_h[a] * self_h[b]) if self_h[a] > 0 and self_h[b] > 0 else np.nan
+            out[a, b] = out[b, a] = hsic(a, b) / den
+    return out
+
+
+def gaussian_cka_baseline(n: int, d: int, *, seed: int = 0, repeats: int = 3) -> tuple[float, float]:
+    """``(linear CKA, debiased CKA)`` between two independent isotropic Gaussians of shape ``(n, d)``, mean of repeats.
+
+    What "no shared structure" scores with this many tokens: linear CKA about ``d / (n + d)``-ish
+    (0.53 at 576 tokens x 640 dims), debiased CKA about 0.
+
+    Examples
+    --------
+    >>> lin, deb = gaussian_cka_baseline(576, 640)
+    >>> bool(0.45 < lin < 0.6), bool(abs(deb) < 0.02)
+    (True, True)
+    """
+    rng = np.random.default_rng(seed)
+    lin, deb = [], []
+    for _ in range(repeats):
+        x, y = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+        lin.append(cka_matrix([x, y])[0, 1])
+        deb.append(debiased_cka_matrix([x, y])[0, 1])
+    return float(np.mean(lin)), float(np.mean(deb))
+
+
 def cosine_matrix(acts) -> np.ndarray:
     """Mean over tokens of the cosine between the same token's vectors at two layers.
 
@@ -235,7 +303,7 @@ def similarity_matrices(acts, measures: Sequence[str] = MEASURES, *, progress=No
     Returns
     -------
     dict measure -> ndarray (R, R)
-        With ``"ted"`` also ``"ted_distance"``.
+        With ``"ted"`` also ``"ted_distance"``; with ``"cka"`` also ``"cka_debiased"``.
     """
     measures = check_measures(measures)
     acts = check_reps(acts)
@@ -245,6 +313,7 @@ def similarity_matrices(acts, measures: Sequence[str] = MEASURES, *, progress=No
     if "cka" in measures:
         R, S, T, d = acts.shape
         out["cka"] = cka_matrix([acts[r].reshape(S * T, d) for r in range(R)])
+        out["cka_debiased"] = debiased_cka_matrix([acts[r].reshape(S * T, d) for r in range(R)])
     if "uas" in measures or "ted" in measures:
         t = tree_matrices(sentence_trees(acts), ted="ted" in measures, progress=progress)
         out.update({k: v for k, v in t.items() if k in measures or k == "ted_distance"})

@@ -144,7 +144,8 @@ def _genre(p: _Prepared, name: str, k: int, labels: np.ndarray, params: LobesPar
            tables: list[GenreTable]) -> GenreTable | None:
     if p.genres_held is None:
         return None
-    gt = replace(lobe_genre_table(p.held, p.genres_held, labels), affinity=name, n_clusters=k)
+    gt = replace(lobe_genre_table(p.held, p.genres_held, labels, n_permutations=params.genre_permutations,
+                                  seed=seed_int(params.seed, 41, k)), affinity=name, n_clusters=k)
     if k <= params.genre_table_max_clusters:
         tables.append(gt)
     return gt
@@ -159,16 +160,18 @@ def _stats(p: _Prepared, kind: str, ai: int, k: int, lab: np.ndarray, geo: np.nd
     if params.logreg_max_clusters is None or k <= params.logreg_max_clusters:
         lr = logreg_test(p.x, lab, test_size=params.logreg_test_size, folds=params.logreg_folds,
                          null_repeats=params.logreg_null_repeats, seed=seed_int(params.seed, 31, k),
-                         max_iter=params.logreg_max_iter)
+                         max_iter=params.logreg_max_iter, split_repeats=params.logreg_split_repeats)
         rec.logreg_bal_acc, rec.logreg_null_mean, rec.logreg_null_std = lr.bal_acc, lr.null_mean, lr.null_std
         rec.logreg_sigma, rec.logreg_p, rec.logreg_n_used = lr.sigma, lr.p, lr.n_used
         rec.logreg_not_converged = lr.n_not_converged
+        rec.logreg_bal_acc_sd, rec.logreg_sigma_null_only = lr.bal_acc_sd, lr.sigma_null_only
         if lr.note:
             p.notes.append(f"{kind}, {k} lobes: logistic regression {lr.note}")
     gt = _genre(p, kind, k, lab, params, tables)
     if gt is not None:
         rec.genre_chi2, rec.genre_p, rec.genre_cramers_v = gt.chi2, gt.p, gt.cramers_v
         rec.genre_majority = dict(gt.majority)
+        rec.genre_p_method, rec.genre_p_chi2, rec.genre_min_expected = gt.p_method, gt.p_chi2, gt.min_expected
     return rec
 
 

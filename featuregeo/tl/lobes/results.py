@@ -51,6 +51,11 @@ class LobesParams(Params):
         Stratified cross-validation folds instead of one ``logreg_test_size`` split.
     logreg_test_size : float, default=0.2
     logreg_max_iter : int, default=200
+    logreg_split_repeats : int, default=10
+        Independent stratified splits of the logistic regression; its sigma compares the accuracy's
+        distribution over splits with the null's.
+    genre_permutations : int, default=2000
+        Permutations of the held-out genre table's permutation p (used whenever an expected count is < 5).
     heldout_fraction : float in [0, 1), default=0.2
         Fraction of documents held out for the genre x lobe table (0: no held-out blocks, no table).
     genre_table_max_clusters : int, default=16
@@ -89,6 +94,8 @@ class LobesParams(Params):
     logreg_folds: int | None = None
     logreg_test_size: float = 0.2
     logreg_max_iter: int = 200
+    logreg_split_repeats: int = 10
+    genre_permutations: int = 2000
     heldout_fraction: float = 0.2
     genre_table_max_clusters: int = 16
     phi_shift: bool = True
@@ -124,6 +131,8 @@ class LobesParams(Params):
         check_int("logreg_folds", self.logreg_folds, minimum=2, allow_none=True)
         check_float("logreg_test_size", self.logreg_test_size, low=0, high=1, low_open=True, high_open=True)
         check_int("logreg_max_iter", self.logreg_max_iter, minimum=1)
+        check_int("logreg_split_repeats", self.logreg_split_repeats, minimum=1)
+        check_int("genre_permutations", self.genre_permutations, minimum=0)
         check_float("heldout_fraction", self.heldout_fraction, low=0, high=1, high_open=True)
         check_int("genre_table_max_clusters", self.genre_table_max_clusters, minimum=0)
         _check_bool("phi_shift", self.phi_shift)
@@ -193,6 +202,14 @@ class LobeStats:
         Held-out genre x winning-lobe chi-square test (None without held-out genres).
     genre_majority : dict str -> int or None, or None
         Each genre's majority lobe on held-out blocks.
+    logreg_bal_acc_sd : float or None
+        Spread of the accuracy over ``logreg_split_repeats`` splits (``logreg_sigma`` includes it).
+    logreg_sigma_null_only : float or None
+        The old sigma, over the null's spread alone.
+    genre_p_method : str or None
+        ``"chi-square"`` or ``"permutation"`` (used when an expected count is < 5).
+    genre_p_chi2, genre_min_expected : float or None
+        The asymptotic chi-square p, and the smallest expected count under independence.
     """
 
     affinity: str
@@ -214,6 +231,11 @@ class LobeStats:
     genre_p: float | None = None
     genre_cramers_v: float | None = None
     genre_majority: dict[str, int | None] | None = None
+    logreg_bal_acc_sd: float | None = None
+    logreg_sigma_null_only: float | None = None
+    genre_p_method: str | None = None
+    genre_p_chi2: float | None = None
+    genre_min_expected: float | None = None
 
 
 #: the columns of a lobes table (one row per layer, affinity and n_clusters)

@@ -77,6 +77,17 @@ class LogregTest:
         Logistic-regression fits that hit ``max_iter``.
     note : str
         Why the test did not run, if it did not.
+    split_repeats : int
+        Independent stratified splits (each with its own seed); ``bal_acc`` is their mean.
+    bal_acc_splits : list of float
+        The accuracy of each split (its own spread across splits).
+    bal_acc_sd : float or None
+        Their standard deviation (ddof=1).
+    sigma_null_only : float or None
+        ``(bal_acc - null_mean) / null_std``: the old statistic, which ignores the accuracy's own spread.
+
+    ``sigma`` compares the two distributions: ``(bal_acc - null_mean) / sqrt(bal_acc_sd^2 + null_std^2)``
+    (each null repeat uses one of the splits in turn).
     """
 
     bal_acc: float | None = None
@@ -90,6 +101,10 @@ class LogregTest:
     null_repeats: int = 0
     n_not_converged: int = 0
     note: str = ""
+    split_repeats: int = 1
+    bal_acc_splits: list[float] = field(default_factory=list)
+    bal_acc_sd: float | None = None
+    sigma_null_only: float | None = None
 
 
 @dataclass(eq=False)
@@ -109,7 +124,18 @@ class GenreTable(ArrayEq):
     n_silent : int
         Held-out blocks in which no labelled feature fired (left out of the table).
     chi2, dof, p : float, int, float or None
-        ``scipy.stats.chi2_contingency`` on the non-empty rows and columns (None when < 2 x 2).
+        Chi-square statistic of the non-empty rows and columns (None when < 2 x 2) and the p-value
+        reported: the asymptotic chi-square p when every expected count is >= 5, otherwise the
+        permutation p (``p_method`` says which).
+    p_chi2 : float or None
+        The asymptotic chi-square p (not valid when ``min_expected`` < 5).
+    p_permutation : float or None
+        ``(1 + #{chi2(permuted) >= chi2}) / (1 + n_permutations)``, genres permuted over the blocks
+        (both margins kept).
+    min_expected : float or None
+        Smallest expected count under independence.
+    p_method : str
+        ``"chi-square"`` or ``"permutation"``.
     cramers_v : float or None
         ``sqrt(chi2 / (n (min(r, c) - 1)))``.
     majority : dict str -> int or None
@@ -135,6 +161,11 @@ class GenreTable(ArrayEq):
     note: str = ""
     affinity: str = ""
     n_clusters: int = 0
+    p_chi2: float | None = None
+    p_permutation: float | None = None
+    n_permutations: int = 0
+    min_expected: float | None = None
+    p_method: str = ""
 
 
 def _entropy_counts(cnt: np.ndarray) -> float:
@@ -237,7 +268,8 @@ def _logreg_splits(Xk: np.ndarray, yk: np.ndarray, test_size: float, folds: int 
 
 
 def logreg_test(X: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, folds: int | None = None,
-                null_repeats: int = 20, seed: int = 0, max_iter: int = 200, C: float = 1.0) -> LogregTest:
+                null_repeats: int = 20, seed: int = 0, max_iter: int = 200, C: float = 1.0,
+                split_repeats: int = 10) -> LogregTest:
     """Balanced accuracy of a logistic regression predicting ``labels`` from the rows of ``X``.
 
     One shuffled, stratified ``test_size`` split (or ``folds``-fold stratified cross-validation, the
@@ -259,6 +291,8 @@ def logreg_test(X: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, fo
     max_iter : int, default=200
     C : float, default=1.0
         Inverse regularisation strength.
+    split_repeats : int, default=10
+        Independent splits; the accuracy is their mean and its spread enters ``sigma``.
 
     Returns
     -------
@@ -273,6 +307,7 @@ def logreg_test(X: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, fo
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise InputError(f"X, labels: expected [n, d] rows and n labels. Got shapes {X.shape} and {y.shape} instead.")
     null_repeats = int_at_least("null_repeats", null_repeats, 0)
+    split_repeats = int_at_least("split_repeats", split_repeats, 1)
     seed = check_seed(seed)
     if not (0 < test_size < 1):
         raise InputError(f"test_size: expected a fraction in (0, 1). Got {test_size!r} instead.")
@@ -286,12 +321,15 @@ def logreg_test(X: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, fo
         out.note = "fewer than 2 lobes with enough members for a stratified split"
         return out
     try:
-        splits = _logreg_splits(Xk, yk, test_size, folds, seed)
+        split_sets = [_logreg_splits(Xk, yk, test_size, folds, seed if i == 0 else
+                                     int(seed_sequence(seed, 202, i).integers(2**31)))
+                      for i in range(split_repeats)]
     except ValueError as e:
         out.note = f"split impossible: {' '.join(str(e).split())}"
         return out
+    out.split_repeats = split_repeats
 
-    def score(data: np.ndarray) -> float:
+    def score(data: np.ndarray, splits) -> float:
         accs = []
         for tr, te in splits:
             with warnings.catch_warnings(record=True) as caught:
@@ -304,16 +342,26 @@ def logreg_test(X: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, fo
         return float(np.mean(accs))
 
     with threads_for(float(Xk.size) * out.n_classes):
-        out.bal_acc = score(Xk)
-        null = np.array([score(seed_sequence(seed, 101, r).standard_normal(Xk.shape, dtype=np.float32))
-                         for r in range(null_repeats)])
+        accs = np.array([score(Xk, sp) for sp in split_sets])
+        null = np.array([score(seed_sequence(seed, 101, r).standard_normal(Xk.shape, dtype=np.float32),
+                               split_sets[r % split_repeats]) for r in range(null_repeats)])
+    out.bal_acc = float(accs.mean())
+    out.bal_acc_splits = [float(a) for a in accs]
+    out.bal_acc_sd = finite_or_none(accs.std(ddof=1)) if accs.size > 1 else None
     if null_repeats:
-        out.null_mean, out.null_std, out.sigma, out.p = null_summary(out.bal_acc, null)
+        out.null_mean, out.null_std, out.sigma_null_only, out.p = null_summary(out.bal_acc, null)
+        spread = np.sqrt((out.bal_acc_sd or 0.0) ** 2 + (out.null_std or 0.0) ** 2)
+        out.sigma = finite_or_none((out.bal_acc - out.null_mean) / spread) if spread > 0 else None
     return out
 
 
+def _chi2_stat(t: np.ndarray) -> float:
+    e = t.sum(axis=1, keepdims=True) * t.sum(axis=0, keepdims=True) / t.sum()
+    return float(np.sum((t - e) ** 2 / e))
+
+
 def lobe_genre_table(firing_heldout: Any, genres: Sequence[str], labels: np.ndarray, *,
-                     columns: np.ndarray | None = None) -> GenreTable:
+                     columns: np.ndarray | None = None, n_permutations: int = 2000, seed: int = 0) -> GenreTable:
     """Which lobe wins each held-out block, tabulated against the blocks' genres.
 
     A block's winning lobe is the one with the largest fraction of its features firing in the block
@@ -331,6 +379,9 @@ def lobe_genre_table(firing_heldout: Any, genres: Sequence[str], labels: np.ndar
         Lobe of each labelled feature.
     columns : ndarray of int, optional
         Column of ``firing_heldout`` for each labelled feature (default ``arange(n_labelled)``).
+    n_permutations : int, default=2000
+        Permutations of the genres over the non-silent blocks for the permutation p-value.
+    seed : int, default=0
 
     Returns
     -------
@@ -369,9 +420,29 @@ def lobe_genre_table(firing_heldout: Any, genres: Sequence[str], labels: np.ndar
     if t.shape[0] < 2 or t.shape[1] < 2:
         out.note = f"only {t.shape[0]} genre(s) and {t.shape[1]} lobe(s) with blocks: no chi-square test"
         return out
-    chi2, p, dof, _ = chi2_contingency(t, correction=False)
-    out.chi2, out.p, out.dof = finite_or_none(chi2), finite_or_none(p), int(dof)
+    chi2, p, dof, expected = chi2_contingency(t, correction=False)
+    out.chi2, out.p_chi2, out.dof = finite_or_none(chi2), finite_or_none(p), int(dof)
+    out.min_expected = float(expected.min())
     out.cramers_v = finite_or_none(np.sqrt(chi2 / (t.sum() * (min(t.shape) - 1))))
+    rows_keep, cols_keep = np.flatnonzero(row_tot > 0), np.flatnonzero(table.sum(axis=0) > 0)
+    gk, wk = np.searchsorted(rows_keep, gi[~silent]), np.searchsorted(cols_keep, win[~silent])
+    rng = np.random.default_rng(check_seed(seed))
+    n_perm = int_at_least("n_permutations", n_permutations, 0)
+    if n_perm:
+        stat = _chi2_stat(t.astype(np.float64))
+        hits_ = 0
+        for _ in range(n_perm):
+            tp = np.zeros(t.shape)
+            np.add.at(tp, (rng.permutation(gk), wk), 1)
+            hits_ += _chi2_stat(tp) >= stat * (1 - 1e-12)
+        out.p_permutation, out.n_permutations = (1 + hits_) / (1 + n_perm), n_perm
+    if out.min_expected >= 5 or out.p_permutation is None:
+        out.p, out.p_method = out.p_chi2, "chi-square"
+        if out.min_expected < 5:
+            out.note = (f"chi-square p not valid: smallest expected count {out.min_expected:.2f} < 5 "
+                        "(no permutations asked for)")
+    else:
+        out.p, out.p_method = out.p_permutation, "permutation"
     return out
 
 
