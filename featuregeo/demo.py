@@ -153,7 +153,7 @@ def run_demo(out: str | Path, *, fast: bool = False, source: str = "default", la
         atomic_write_bytes(acts_path, buf.getvalue())
         del acts, buf
     galaxy_dir = out / "galaxy"
-    gal = galaxy_pipeline.run(source, galaxy_dir, GalaxyParams(entropy_repeats=3 if fast else 10), layers=layers,
+    gal = galaxy_pipeline.run(source, galaxy_dir, GalaxyParams(entropy_repeats=3 if fast else 10, slope_bootstrap=20 if fast else 50), layers=layers,
                               activations=acts_path)
     summary["galaxy"] = _galaxy_summary(gal, galaxy_dir)
     timings["galaxy"] = time.perf_counter() - t
@@ -170,7 +170,10 @@ def run_demo(out: str | Path, *, fast: bool = False, source: str = "default", la
     ks = (2, 3, 4, 8, 16) if fast else (2, 3, 4, 8, 16, 32, 64)
     lob = lobes_pipeline.run(source, out / "harvest", out / "lobes",
                              LobesParams(n_clusters=ks, n_permutations=20 if fast else 100,
-                                         logreg_null_repeats=3 if fast else 10, heldout_fraction=0.25),
+                                         logreg_null_repeats=3 if fast else 10, heldout_fraction=0.25,
+                                         logreg_split_repeats=2 if fast else 3,
+                                         genre_permutations=200 if fast else 1000,
+                                         affinities=("phi", "jaccard") if fast else LobesParams().affinities),
                              layers=focus)
     summary["harvest"] = {"dir": str(out / "harvest"), "blocks": hv.n_blocks, "layers": hv.sae_layers}
     summary["lobes"] = {"dir": str(out / "lobes"), "layers": _lobes_summary(lob)}
