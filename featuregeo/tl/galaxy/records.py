@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 
+from featuregeo.core.util import deep_equal
 
-def same(a: Any, b: Any) -> bool:
-    """Deep equality: arrays by value (NaN equal to NaN), NaN floats equal to NaN or None, tuples
-    equal to lists, dataclasses field by field (fields with ``compare=False`` skipped)."""
-    if a is b:
-        return True
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if a is None or b is None:
-            return False
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return False
-        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
-            return bool(np.array_equal(a, b, equal_nan=True))
-        return bool(np.array_equal(a, b))
-    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
-        if type(a) is not type(b):
-            return False
-        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
-                   if f.compare and not f.name.startswith("_"))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    nan_a = a is None or (isinstance(a, (float, np.floating)) and math.isnan(a))
-    nan_b = b is None or (isinstance(b, (float, np.floating)) and math.isnan(b))
-    if nan_a or nan_b:
-        return nan_a and nan_b
-    return bool(a == b)
+
+same = deep_equal  # the shared array-aware equality (featuregeo.core.util)
 
 
 def one_thread():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from featuregeo.core.util import deep_equal
 
 from featuregeo.core.results import Result
 from featuregeo.tl.lens.params import LensParams
@@ -19,26 +19,7 @@ def _empty() -> np.ndarray:
     return np.zeros((0,), dtype=np.float32)
 
 
-def same(a: Any, b: Any) -> bool:
-    """Deep equality of records: arrays by value, NaN equal to NaN (or None), fields with
-    ``compare=False`` or a leading underscore skipped."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if a is None or b is None:
-            return False
-        a, b = np.asarray(a), np.asarray(b)
-        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
-        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
-                                          if f.compare and not f.name.startswith("_"))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    nan_a = a is None or (isinstance(a, (float, np.floating)) and math.isnan(a))
-    nan_b = b is None or (isinstance(b, (float, np.floating)) and math.isnan(b))
-    if nan_a or nan_b:
-        return nan_a and nan_b
-    return bool(a == b)
+same = deep_equal  # the shared array-aware equality (featuregeo.core.util)
 
 
 class _ArrayEq:
