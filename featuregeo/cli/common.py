@@ -33,3 +33,15 @@ def int_list(text: str, name: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise bad(f"{name}: expected comma-separated integers like '2,3,4,8'. Got {text!r} instead.") from None
+
+
+def flagged(e: Exception, flags) -> str:
+    """An error message with its parameter named as the command-line flag (``prune_max:`` -> ``--prune-max:``)
+    when that parameter is one of ``flags``."""
+    import re
+
+    msg = str(e)
+    m = re.match(r"([a-z_]+):", msg)
+    if m and m.group(1) in flags:
+        msg = "--" + m.group(1).replace("_", "-") + msg[len(m.group(1)):]
+    return msg

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 
-from featuregeo.cli.common import log
+from featuregeo.cli.common import flagged, log
 
 FLAGS = ("measures", "n_blocks", "block_len", "loss_blocks", "loss_block_len", "prune_max", "random_drops", "seed")
 
@@ -17,14 +16,6 @@ def params_from_args(args):
     return LayersParams.fast(**changes) if args.fast else LayersParams(**changes)
 
 
-def _flagged(e: Exception) -> str:
-    """An InputError message with the parameter named as its flag (``prune_max:`` -> ``--prune-max:``)."""
-    msg = str(e)
-    m = re.match(r"([a-z_]+):", msg)
-    if m and m.group(1) in FLAGS:
-        msg = "--" + m.group(1).replace("_", "-") + msg[len(m.group(1)):]
-    return msg
-
 
 def cmd_layers(args) -> int:
     from featuregeo.core.errors import InputError
@@ -34,11 +25,11 @@ def cmd_layers(args) -> int:
     try:
         params = params_from_args(args).validate()
     except InputError as e:
-        raise InputError(_flagged(e)) from None
+        raise InputError(flagged(e, FLAGS)) from None
     try:
         r = pipeline.run(args.model, args.out, params, sae=args.sae, galaxy=args.galaxy)
     except InputError as e:
-        raise InputError(_flagged(e)) from None
+        raise InputError(flagged(e, FLAGS)) from None
     for m, red in r.redundancy.items():
         print(f"{m:>7}: most redundant blocks {[x.block for x in red[:3]]}")
     p = r.pruning

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 
-from featuregeo.cli.common import log
+from featuregeo.cli.common import flagged, log
 
 FLAGS = ("block_len", "train_tokens", "eval_tokens", "vocab_subset", "vocab_sample", "steps", "batch_tokens", "lr", "train_dtype", "eval_dtype",
          "n_boot", "probe_tokens", "causal_rows", "causal_random", "seed")
@@ -27,13 +26,6 @@ def params_from_args(args):
     return LensParams.fast(**changes) if args.fast else LensParams(**changes)
 
 
-def _flagged(e: Exception) -> str:
-    msg = str(e)
-    m = re.match(r"([a-z_]+):", msg)
-    if m and (m.group(1) in FLAGS or m.group(1) in ("layers", "causal_layers")):
-        msg = "--" + m.group(1).replace("_", "-") + msg[len(m.group(1)):]
-    return msg
-
 
 def cmd_lens(args) -> int:
     from featuregeo.core.errors import InputError
@@ -44,7 +36,7 @@ def cmd_lens(args) -> int:
         params = params_from_args(args).validate()
         r = pipeline.run(args.model, args.out, params, corpus=args.corpus, lens=args.lens)
     except InputError as e:
-        raise InputError(_flagged(e)) from None
+        raise InputError(flagged(e, (*FLAGS, "layers", "causal_layers"))) from None
     print(f"{'layer':>5} {'lens':>6} {'KL':>8} {'CE':>8} {'entropy':>8} {'top1':>6}")
     for row in r.rows():
         print(f"{row['layer']:>5} {row['lens']:>6} {row['kl']:8.3f} {row['ce']:8.3f} {row['entropy']:8.3f} "

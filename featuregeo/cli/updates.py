@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 
-from featuregeo.cli.common import log
+from featuregeo.cli.common import flagged, log
 
 FLAGS = ("layers", "n_rows", "seq_len", "k", "rank", "ridge", "metric", "classes", "primary", "kl_classes",
          "k_grid", "rank_grid", "kl_positions", "n_boot", "seed")
@@ -29,14 +28,6 @@ def params_from_args(args):
     return UpdatesParams.fast(**changes) if args.fast else UpdatesParams(**changes)
 
 
-def _flagged(e: Exception) -> str:
-    """An InputError message with the parameter named as its flag (``n_rows:`` -> ``--n-rows:``)."""
-    msg = str(e)
-    m = re.match(r"([a-z_]+):", msg)
-    if m and m.group(1) in FLAGS:
-        msg = "--" + m.group(1).replace("_", "-") + msg[len(m.group(1)):]
-    return msg
-
 
 def cmd_updates(args) -> int:
     from featuregeo.core.errors import InputError
@@ -47,7 +38,7 @@ def cmd_updates(args) -> int:
         params = params_from_args(args).validate()
         r = pipeline.run(args.model, args.out, params)
     except InputError as e:
-        raise InputError(_flagged(e)) from None
+        raise InputError(flagged(e, FLAGS)) from None
     p = r.params
     print(f"{r.model}: {p.n_tokens} held-out tokens, k {p.k}, rank {p.rank}, primary class {p.primary}")
     print("  l->l+1  explained  cos(D,T)  cos(D,R)  proj T/R   mlp   attn  shuffled  spearman [95% CI]")
