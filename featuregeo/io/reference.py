@@ -24,4 +24,28 @@ def paper_galaxy_slopes() -> dict[int, float]:
     return {int(k): float(v) for k, v in paper_reference()["galaxy"]["slopes"].items()}
 
 
-__all__ = ["paper_reference", "paper_galaxy_slopes"]
+def paper_galaxy_depth() -> int:
+    """Decoder blocks of the paper's galaxy model (gemma-2-2b: 26), for relative depth ``layer / n_layers``."""
+    return int(paper_reference()["galaxy"]["n_layers"])
+
+
+@lru_cache(maxsize=1)
+def _depths() -> dict[str, int]:
+    doc = json.loads(resources.files("featuregeo").joinpath("data/model_depths.json").read_text())
+    return {str(k).lower(): int(v) for k, v in doc["n_layers"].items()}
+
+
+def model_depth(name: str | None) -> int | None:
+    """Decoder blocks of a known model (``data/model_depths.json``), or None when the name is unknown.
+
+    Examples
+    --------
+    >>> model_depth("gemma-3-270m"), model_depth("Gemma-2-2B"), model_depth("my-model")
+    (18, 26, None)
+    """
+    if not name:
+        return None
+    return _depths().get(str(name).strip().lower())
+
+
+__all__ = ["paper_reference", "paper_galaxy_slopes", "paper_galaxy_depth", "model_depth"]
