@@ -206,3 +206,37 @@ def test_unreadable_result_is_reported(tmp_path):
     r, _, _ = build([tmp_path], figures=False)
     assert "galaxy" in r.unreadable and r.claim("galaxy.power_law").verdict == NO_RESULTS
     assert "could not be read" in r.claim("galaxy.power_law").sentence
+
+
+# ---------------------------------------------------------------------------- lobes: planted lobes vs none
+def lobes_dir(tmp_path, spatial: bool):
+    """Two groups of features, each firing on one genre; decoder rows grouped (spatial) or isotropic."""
+    from featuregeo.tl.lobes import LobesParams, LobesResult, analyze_firing
+
+    p = LobesParams(affinities=("phi",), n_clusters=(2, 3), n_permutations=50, logreg_null_repeats=5,
+                    logreg_split_repeats=2, heldout_fraction=0.25, genre_permutations=200)
+    layers = []
+    for layer in (2, 5, 8):
+        rng = np.random.default_rng(layer)
+        groups = np.repeat([0, 1], 30)
+        genre_id = np.arange(400) % 2
+        firing = rng.random((400, 60)) < np.where(groups[None] == genre_id[:, None], 0.5, 0.03)
+        x = (np.eye(16)[groups] * 3 if spatial else 0) + rng.standard_normal((60, 16))
+        layers.append(analyze_firing(firing, x, p, doc_ids=np.arange(400), layer=layer,
+                                     genres=np.array(["code", "prose"])[genre_id]))
+    LobesResult(params=p, layers=layers, source="planted").save(tmp_path / "lobes")
+    return tmp_path
+
+
+def test_lobes_verdicts_follow_planted_geometry(tmp_path):
+    from featuregeo.tl.lobes import LobesResult
+
+    yes, _, _ = build([lobes_dir(tmp_path / "a", spatial=True)], figures=False)
+    no, _, _ = build([lobes_dir(tmp_path / "b", spatial=False)], figures=False)
+    assert yes.claim("lobes.spatial").verdict == SUPPORTED
+    assert no.claim("lobes.spatial").verdict == NOT_SUPPORTED
+    # the firing (and so the genre specialisation) is the same in both
+    assert yes.claim("lobes.genre").verdict == SUPPORTED == no.claim("lobes.genre").verdict
+    saved = LobesResult.load(tmp_path / "a" / "lobes")
+    assert yes.claim("lobes.spatial").value == float(np.median([L.record("phi", 2).ami for L in saved.layers]))
+    assert yes.claim("galaxy.power_law").verdict == NO_RESULTS  # only lobes here

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from featuregeo.io.reference import paper_reference
 from featuregeo.report.records import NO_RESULTS
-from featuregeo.report.rules import ALPHA, COUNT_RULE, SE_FACTOR, count_verdict, finite, median, num, units
+from featuregeo.report.rules import ALPHA, COUNT_RULE, SE_FACTOR, SIGMA_MIN, count_verdict, finite, median, num, units
 from featuregeo.report.spec import GEOMETRY_PAPER, ClaimSpec
 
 
@@ -28,11 +28,10 @@ def _p(x) -> str:
 
 def _spatial(result, directory: Path) -> dict:
     pairs = [(L, _stats(L)) for L in result.layers]
-    pairs = [(L, s) for L, s in pairs if s is not None and finite(s.ami_p)]
+    pairs = [(L, s) for L, s in pairs if s is not None and finite(s.ami_sigma)]
     if not pairs:
         return {"verdict": NO_RESULTS, "sentence": "No results: the lobes result has no AMI permutation test."}
-    level = ALPHA / len(pairs)
-    ok = lambda s: s.ami_p < level and (not finite(s.logreg_p) or s.logreg_p < level)  # noqa: E731
+    ok = lambda s: s.ami_sigma >= SIGMA_MIN and (not finite(s.logreg_sigma) or s.logreg_sigma >= SIGMA_MIN)  # noqa: E731
     k = sum(1 for _, s in pairs if ok(s))
     v = count_verdict(k, len(pairs))
     rows = []
@@ -40,7 +39,7 @@ def _spatial(result, directory: Path) -> dict:
         peak = max((r for r in L.records if r.affinity == s.affinity and finite(r.ami)), key=lambda r: r.ami,
                    default=None)
         rows.append([L.layer, s.affinity, s.n_clusters, num(s.ami), f"{num(s.ami_null_mean)} ± {num(s.ami_null_std)}",
-                     num(s.ami_sigma, 1), _p(s.ami_p), num(s.logreg_bal_acc), num(s.logreg_null_mean), _p(s.logreg_p),
+                     num(s.ami_sigma, 1), _p(s.ami_p), num(s.logreg_bal_acc), num(s.logreg_null_mean), num(s.logreg_sigma, 1),
                      "-" if peak is None else f"{num(peak.ami)} (k={peak.n_clusters})", "yes" if ok(s) else "no"])
     return {"value": median(s.ami for _, s in pairs), "value_label": "median AMI between co-occurrence and geometry "
             "lobes at the smallest lobe count", "null_value": median(s.ami_null_mean for _, s in pairs),
@@ -48,11 +47,11 @@ def _spatial(result, directory: Path) -> dict:
             "ours": f"{len(pairs)} layers: AMI {num(min(s.ami for _, s in pairs))} .. {num(max(s.ami for _, s in pairs))}"
                     f", logistic-regression balanced accuracy median {num(median(s.logreg_bal_acc for _, s in pairs))}",
             "columns": ["layer", "affinity", "lobes", "AMI", "null mean ± sd", "sigma", "p", "logreg bal. acc.",
-                        "logreg null", "logreg p", "peak AMI", "passes"],
+                        "logreg null", "logreg sigma", "peak AMI", "passes"],
             "rows": rows, "verdict": v,
-            "sentence": f"{v.capitalize()}: co-occurrence lobes match geometry lobes beyond the permutation null (and "
-                        f"lobes are predictable from decoder rows beyond random geometries) at p < {num(level, 4)} in "
-                        f"{units(k, len(pairs), 'layers')}."}
+            "sentence": f"{v.capitalize()}: co-occurrence lobes match geometry lobes at least {SIGMA_MIN:g} sigma "
+                        f"above the permutation null (and lobes are predictable from decoder rows {SIGMA_MIN:g} sigma "
+                        f"beyond random geometries, where run) in {units(k, len(pairs), 'layers')}."}
 
 
 def _paper_spatial() -> tuple[str, float | None]:
@@ -195,8 +194,10 @@ def _figure(kind: str):
 CLAIMS = [
     ClaimSpec("lobes.spatial", "lobes", "Functional lobes are spatial: features that fire together sit together "
               "in the decoder geometry.", GEOMETRY_PAPER,
-              f"A layer passes when the AMI permutation p (and, when run, the logistic-regression p) is below "
-              f"{ALPHA} / number of layers; {COUNT_RULE}.", _paper_spatial, _spatial, ("lobes_ami", _figure("ami"))),
+              f"A layer passes when the AMI is at least {SIGMA_MIN:g} null standard deviations above its permutation "
+              f"null (and, when run, the logistic regression's balanced accuracy {SIGMA_MIN:g} sigma above random "
+              "geometries); sigma, not p, because a permutation p cannot go below 1 / (permutations + 1); "
+              f"{COUNT_RULE}.", _paper_spatial, _spatial, ("lobes_ami", _figure("ami"))),
     ClaimSpec("lobes.genre", "lobes", "Lobes specialise by document type (code and math vs prose).", GEOMETRY_PAPER,
               f"A layer passes when the held-out genre x lobe test has p below {ALPHA} / number of layers; {COUNT_RULE}.",
               _paper_genre, _genre, ("lobes_genre", _figure("genre"))),

@@ -105,7 +105,8 @@ def rules_html() -> str:
              ("PRUNE_TOL", "nats/token below which loss differences are ties"),
              ("ALIGN_COS", "cos(D, T) of an almost perfect alignment"),
              ("SPEARMAN_PAPER", "the paper's strong correlation"),
-             ("SE_FACTOR", "standard errors a difference of proportions must exceed")]
+             ("SE_FACTOR", "standard errors a difference of proportions must exceed"),
+             ("SIGMA_MIN", "null standard deviations a statistic must exceed its null by")]
     rows = [[name, getattr(rules, name), what] for name, what in items]
     return ("<h2 id=\"rules\">How verdicts are decided</h2><p>Each claim is tested per unit (layer, transition, "
             "case); " + esc(rules.COUNT_RULE) + ". A claim whose result is missing says <i>no results</i>. "

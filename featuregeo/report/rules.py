@@ -28,6 +28,7 @@ PRUNE_TOL = 0.01  #: nats/token: a loss difference smaller than this is a tie
 ALIGN_COS = 0.9  #: "almost perfectly aligned": mean cos(D, T) >= this
 SPEARMAN_PAPER = 0.7  #: the paper's "often > 0.7" for Spearman(|R|, KL)
 SE_FACTOR = 2.0  #: a difference of two proportions counts when it exceeds this many standard errors
+SIGMA_MIN = 3.0  #: a statistic beats its permutation / random null when (value - null mean) / null sd >= this
 
 COUNT_RULE = (f"supported when at least {MAJORITY:.0%} of the units pass, not supported when at most "
               f"{MINORITY:.0%} pass, inconclusive otherwise")
@@ -81,4 +82,4 @@ def units(passed: int, total: int, what: str) -> str:
 
 
 __all__ = ["MAJORITY", "MINORITY", "ALPHA", "R2_MIN", "SLOPE_TOL", "PRUNE_TOL", "ALIGN_COS", "SPEARMAN_PAPER",
-           "SE_FACTOR", "COUNT_RULE", "finite", "count_verdict", "median", "num", "interval", "units"]
+           "SE_FACTOR", "SIGMA_MIN", "COUNT_RULE", "finite", "count_verdict", "median", "num", "interval", "units"]
