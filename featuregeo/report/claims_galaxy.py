@@ -43,6 +43,11 @@ def _paper_slopes() -> tuple[str, float | None]:
     return text, median(s.values())
 
 
+def _paper_match() -> tuple[str, float | None]:
+    text, _ = _paper_slopes()
+    return text + "; compared at the same relative depth (layer / number of layers)", None
+
+
 def _headline(recs) -> dict:
     return {"value": median(r.slope for r in recs), "low": median(r.slope_ci[0] for r in recs),
             "high": median(r.slope_ci[1] for r in recs), "value_label": f"median slope over {len(recs)} layers "
@@ -63,10 +68,13 @@ def _power_law(result, directory: Path) -> dict:
     if not with_null:
         return {**out, "verdict": INCONCLUSIVE, "sentence": "Inconclusive: no null slope was computed (galaxy ran "
                 "with --no-null), so steepness cannot be judged."}
+    steeper = sum(1 for r in with_null if r.slope_ci[1] < r.null_slope)
+    straight = sum(1 for r in with_null if r.r2 >= R2_MIN)
     k = sum(1 for r in with_null if r.slope_ci[1] < r.null_slope and r.r2 >= R2_MIN)
     v = count_verdict(k, len(with_null))
-    return {**out, "verdict": v, "sentence": f"{v.capitalize()}: in {units(k, len(with_null), 'layers')} the slope's "
-            f"interval lies below the null's slope ({num(out['null_value'])}) with R2 >= {R2_MIN}."}
+    return {**out, "verdict": v, "sentence": f"{v.capitalize()}: {units(k, len(with_null), 'layers')} pass (slope "
+            f"interval below the null's slope, median {num(out['null_value'])}, in {steeper}; a straight log-log line, "
+            f"R2 >= {R2_MIN}, in {straight})."}
 
 
 def _activations(result, directory: Path) -> dict:
@@ -202,7 +210,7 @@ CLAIMS = [
               "depth.", GEOMETRY_PAPER,
               f"A layer passes when the paper's slope, interpolated at the same relative depth (layer / number of "
               f"layers), lies within our interval widened by {SLOPE_TOL}; {COUNT_RULE}.",
-              _paper_slopes, _matches_paper, ("galaxy_slopes", _draw("slopes"))),
+              _paper_match, _matches_paper, ("galaxy_slopes", _draw("slopes"))),
     ClaimSpec("galaxy.layer_trend", "galaxy", "The spectrum is steepest in the middle layers.", GEOMETRY_PAPER,
               "Supported when the steepest layer of the middle third of the depth has its slope interval entirely "
               "below (steeper than) that of the steepest outer layer; not supported when the reverse holds; "

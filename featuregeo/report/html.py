@@ -131,20 +131,24 @@ def render(report: ReportResult, figures: Mapping[str, bytes] | None = None,
     counts = ", ".join(f"{sum(c.verdict == v for c in claims)} {v}" for v in VERDICTS)
     out.append(f"<h2>Summary</h2><p>{len(claims)} claims: {esc(counts)}.</p>")
     rows = "".join(f'<tr><td><a href="#claim-{esc(c.id)}">{esc(c.title)}</a></td><td>{esc(c.scale)}</td>'
-                   f"<td>{verdict_badge(c.verdict)}</td><td>{esc(headline(c))}</td>"
+                   f"<td>{verdict_badge(c.verdict)}</td><td>{esc(headline(c))}<br><span class=\"muted\">{esc(c.value_label)}"
+                   "</span></td>"
                    f"<td>{esc(rules.num(c.paper_value)) if c.paper_value is not None else '-'}</td></tr>"
                    for c in judged)
+    if missing:
+        out.append(f'<p>{len(missing)} claims have no results here: <a href="#no-results">listed below</a> with the '
+                   "commands that produce them.</p>")
     out.append("<table><tr><th>claim</th><th>analysis</th><th>verdict</th><th>ours</th><th>paper</th></tr>"
                f"{rows}</table>")
-    if missing:
-        out.append("<h2 id=\"no-results\">Claims without results</h2><ul>" + "".join(
-            f"<li><b>{esc(c.title)}</b> ({esc(c.id)}): {esc(c.sentence)} Run: <code>{esc(c.command)}</code></li>"
-            for c in missing) + "</ul>")
     for scale, heading in SCALES.items():
         mine = [c for c in judged if c.scale == scale]
         if mine:
             out.append(f"<h2 id=\"{esc(scale)}\">{esc(heading)}</h2>")
             out += [claim_html(c, figures, failed) for c in mine]
+    if missing:
+        out.append("<h2 id=\"no-results\">Claims without results</h2><ul>" + "".join(
+            f"<li><b>{esc(c.title)}</b> ({esc(c.id)}): {esc(c.sentence)} Run: <code>{esc(c.command)}</code></li>"
+            for c in missing) + "</ul>")
     out.append(rules_html())
     doc = json.dumps(to_jsonable(report.to_dict()), ensure_ascii=False, allow_nan=False)
     out.append(f'<pre id="featuregeo-report-json" hidden>{esc(doc)}</pre></body></html>')
