@@ -89,8 +89,7 @@ def galaxy_command(result, directory: Path, root: Path) -> str:
         flags += ["--activations", acts]
     layers = layer_list(r.layer for r in result.layers)
     out = [line("featuregeo", "galaxy", result.source, "--out", directory, "--layers", layers, *flags)]
-    extra = [k for k in ("windows", "confidence", "rank_rtol", "chunk_rows")
-             if getattr(p, k) != getattr(d, k) and k != "chunk_rows"]
+    extra = [k for k in ("windows", "confidence", "rank_rtol", "entropy_null") if getattr(p, k) != getattr(d, k)]
     if extra:
         out.append(python_line("galaxy", "GalaxyResult", directory,
                                f"p.run(r.source, {str(directory)!r}, r.params, layers=[{layers}])"))
