@@ -240,3 +240,13 @@ def test_lobes_verdicts_follow_planted_geometry(tmp_path):
     saved = LobesResult.load(tmp_path / "a" / "lobes")
     assert yes.claim("lobes.spatial").value == float(np.median([L.record("phi", 2).ami for L in saved.layers]))
     assert yes.claim("galaxy.power_law").verdict == NO_RESULTS  # only lobes here
+
+
+def test_cli_galaxy_table_shows_the_paper_at_the_same_relative_depth(close_and_far, capsys):
+    from featuregeo.cli.galaxy import print_galaxy_table
+    from featuregeo.io.reference import paper_galaxy_slopes
+
+    print_galaxy_table(GalaxyResult.load(close_and_far[0] / "galaxy"), paper_galaxy_slopes())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["1"], ["4"], ["7"])]
+    # after the interval "[lo, hi]": R2, null slope, the paper's slope, ...
+    assert [float(line.split("]")[1].split()[2]) for line in lines] == [round(paper_slope_at(L / 8), 3) for L in LAYERS]

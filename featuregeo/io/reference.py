@@ -29,6 +29,22 @@ def paper_galaxy_depth() -> int:
     return int(paper_reference()["galaxy"]["n_layers"])
 
 
+def paper_galaxy_slope_at(relative_depth: float) -> float:
+    """The paper's slope at a relative depth ``layer / n_layers``, linearly interpolated between its
+    reported layers (held constant before the first and after the last one).
+
+    Examples
+    --------
+    >>> paper_galaxy_slope_at(12 / 26)
+    -0.468
+    """
+    import numpy as np
+
+    n = paper_galaxy_depth()
+    pts = sorted((k / n, v) for k, v in paper_galaxy_slopes().items())
+    return float(np.interp(relative_depth, [p for p, _ in pts], [v for _, v in pts]))
+
+
 @lru_cache(maxsize=1)
 def _depths() -> dict[str, int]:
     doc = json.loads(resources.files("featuregeo").joinpath("data/model_depths.json").read_text())
@@ -48,4 +64,4 @@ def model_depth(name: str | None) -> int | None:
     return _depths().get(str(name).strip().lower())
 
 
-__all__ = ["paper_reference", "paper_galaxy_slopes", "paper_galaxy_depth", "model_depth"]
+__all__ = ["paper_reference", "paper_galaxy_slopes", "paper_galaxy_depth", "paper_galaxy_slope_at", "model_depth"]

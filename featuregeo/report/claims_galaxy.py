@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from featuregeo.io.reference import paper_galaxy_depth, paper_galaxy_slopes, paper_reference
+from featuregeo.io.reference import paper_galaxy_slope_at, paper_galaxy_slopes, paper_reference
 from featuregeo.report.records import INCONCLUSIVE, NO_RESULTS, NOT_SUPPORTED, SUPPORTED
 from featuregeo.report.rules import (COUNT_RULE, R2_MIN, SLOPE_TOL, count_verdict, finite, interval, median, num,
                                      units)
@@ -25,11 +23,8 @@ def depth_of(result) -> tuple[int, str]:
 
 
 def paper_slope_at(relative_depth: float) -> float:
-    """The paper's slope at a relative depth, linearly interpolated between its reported layers (held
-    constant beyond the first and last one)."""
-    n = paper_galaxy_depth()
-    pts = sorted((k / n, v) for k, v in paper_galaxy_slopes().items())
-    return float(np.interp(relative_depth, [p for p, _ in pts], [v for _, v in pts]))
+    """The paper's slope at a relative depth (:func:`featuregeo.io.reference.paper_galaxy_slope_at`)."""
+    return paper_galaxy_slope_at(relative_depth)
 
 
 def _paper_slopes() -> tuple[str, float | None]:
