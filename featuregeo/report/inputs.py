@@ -61,9 +61,6 @@ class ResultSet:
         """Where ``name`` was (or would be) read from."""
         return self.dirs.get(name, self.root / name)
 
-    def __bool__(self) -> bool:
-        return bool(self.results)
-
 
 def result_class(name: str):
     """The Result class of analysis ``name``."""
