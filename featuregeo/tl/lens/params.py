@@ -33,20 +33,19 @@ class LensParams(Params):
     held_out : float, default=0.1
         Fraction of documents in the held-out split.
     vocab_subset : int, default=8192
-        Training computes the lens's log-partition on this fixed vocabulary subset (the tokens with
-        the most final-distribution mass on ``subset_tokens`` training tokens) plus sampled complement
-        tokens; the rest of the KL is exact over the full vocabulary (models without a logit soft-cap;
-        soft-capped models train on the subset plus a "rest" bucket).  0 = full vocabulary (exact,
-        slow).  Evaluation always uses the full vocabulary.
+        Train on this fixed vocabulary subset (the tokens with the most final-distribution mass on
+        ``subset_tokens`` training tokens) plus one "rest" bucket, in both distributions; 0 = full
+        vocabulary (exact, ~30x slower).  Evaluation always uses the full vocabulary.
     vocab_sample : int, default=1024
-        Complement tokens drawn uniformly per step (each stands for ``|complement| / vocab_sample``
-        tokens in the log-partition).
+        Complement tokens drawn uniformly per step to estimate the rest bucket's mass (each stands
+        for ``|complement| / vocab_sample`` tokens; 0 = plain renormalisation on the subset).
     subset_tokens : int, default=2048
     steps : int, default=256
         Optimiser steps (every layer's translator is updated at every step).
     batch_tokens : int, default=512
     lr : float, default=2e-3
-        Adam learning rate (linear decay to 0, gradient clipping at 1.0).
+        Adam learning rate of the bias (``A``: ``lr / sqrt(d_model)``), linear decay to 0, gradient
+        clipping at 1.0.
     train_dtype : {"float32", "bfloat16"}, default="bfloat16"
         Precision of the training unembedding matmuls (softmax, loss and parameters stay float32).
     eval_dtype : {"float32", "bfloat16"}, default="bfloat16"
@@ -92,6 +91,13 @@ class LensParams(Params):
     causal_random: int = 3
     sentence: str = DEFAULT_SENTENCE
     seed: int = 0
+
+    @classmethod
+    def demo(cls, **changes) -> "LensParams":
+        """Evaluation only, on 512 held-out tokens (16 documents x 32), for pretrained lenses (seconds)."""
+        base = dict(block_len=32, train_tokens=32, eval_tokens=512, steps=0, n_boot=200, probes=False)
+        base.update(changes)
+        return cls(**base)
 
     @classmethod
     def fast(cls, **changes) -> "LensParams":

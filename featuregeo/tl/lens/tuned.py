@@ -161,15 +161,21 @@ class TunedLens:
                              f"(d_model {theirs['d_model']}, vocab {theirs['vocab']}, {theirs['n_layers']} layers)")
         return self
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``params.safetensors`` into ``directory``; returns the directory."""
+    def save(self, directory: str | os.PathLike, *, weight_dtype: str = "float32") -> Path:
+        """Write ``config.json`` + ``params.safetensors`` into ``directory``; returns the directory.
+
+        ``weight_dtype="float16"`` halves the file (the ``A`` matrices; biases stay float32, since
+        residual coordinates exceed the float16 range); :meth:`load` returns float32 either way.
+        """
         from safetensors.numpy import save
 
+        if weight_dtype not in ("float32", "float16"):
+            raise InputError(f"weight_dtype: expected 'float32' or 'float16'. Got {weight_dtype!r} instead.")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for L in self.layers:
-            tensors[f"layer_{L}.weight"] = np.ascontiguousarray(self.weights[L], dtype=np.float32)
+            tensors[f"layer_{L}.weight"] = np.ascontiguousarray(self.weights[L], dtype=weight_dtype)
             tensors[f"layer_{L}.bias"] = np.ascontiguousarray(self.biases[L], dtype=np.float32)
         if self.subset is not None:
             tensors["subset"] = np.ascontiguousarray(self.subset, dtype=np.int64)
@@ -211,8 +217,8 @@ class TunedLens:
             if A is None or b is None or A.shape != (d, d) or b.shape != (d,):
                 raise InputError(f"--lens {directory}: layer {L} is missing or not [{d}, {d}] / [{d}]; expected a "
                                  "complete lens file")
-            lens.weights[int(L)] = A
-            lens.biases[int(L)] = b
+            lens.weights[int(L)] = np.asarray(A, dtype=np.float32)
+            lens.biases[int(L)] = np.asarray(b, dtype=np.float32)
         if identity is not None:
             lens.check(identity, where=f"--lens {directory}")
         return lens
