@@ -81,7 +81,7 @@ def add(sub) -> None:
     p.add_argument("--causal-random", type=int, help="random direction sets per check (default 3)")
     p.add_argument("--no-probes", action="store_true", help="skip the probes and the causal check")
     p.add_argument("--fast", action="store_true", help="small settings (minutes on 2 cores)")
-    p.add_argument("--demo", action="store_true", help="evaluation only on 512 held-out tokens, no probes (with "
+    p.add_argument("--demo", action="store_true", help="evaluation only on 256 held-out tokens, no probes (with "
                    "--pretrained: seconds)")
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_lens)

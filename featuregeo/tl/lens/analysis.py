@@ -136,9 +136,10 @@ def _train_stage(model: LoadedModel, data: LensData, params: LensParams, readout
     T = params.block_len
     rows = data.train.rows
     subset = None
+    nothing_to_train = lens is not None and all(L in lens.weights for L in layers if L != last)
     if lens is not None and lens.subset is not None:
         subset = np.asarray(lens.subset)
-    elif params.vocab_subset:
+    elif params.vocab_subset and not nothing_to_train:
         fp = fingerprint(base_fp, "subset", params.vocab_subset, params.subset_tokens)
         subset = _unit(ck, "subset", fp, lambda: _pick_subset(model, rows, readout, params))["subset"]
     cfg = {"steps": params.steps, "batch_tokens": params.batch_tokens, "lr": params.lr,

@@ -94,8 +94,8 @@ class LensParams(Params):
 
     @classmethod
     def demo(cls, **changes) -> "LensParams":
-        """Evaluation only, on 512 held-out tokens (16 documents x 32), for pretrained lenses (seconds)."""
-        base = dict(block_len=32, train_tokens=32, eval_tokens=512, steps=0, n_boot=200, probes=False)
+        """Evaluation only, on 256 held-out tokens (8 documents x 32), for pretrained lenses (seconds)."""
+        base = dict(block_len=32, train_tokens=32, eval_tokens=256, steps=0, n_boot=200, probes=False)
         base.update(changes)
         return cls(**base)
 
