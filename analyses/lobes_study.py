@@ -16,7 +16,7 @@ n_clusters record, the columns of ``LobesResult.rows()``) and ``lobes_study.json
 size and genre counts, the parameters, and the per-layer summary at the headline settings).
 The harvest and the full outputs stay in ``--work`` (not committed).
 
-    nice -n 19 python analyses/lobes_study.py [--work DIR] [--blocks 4096] [--layers 0-17]
+    nice -n 19 python analyses/lobes_study.py [--work DIR] [--blocks 4096] [--layers L,...]
 """
 
 from __future__ import annotations
@@ -115,14 +115,19 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("FEATUREGEO_WORK", "/tmp/featuregeo-lobes-study")))
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--stage", choices=["all", "harvest", "lobes"], default="all")
-    ap.add_argument("--layers", default="0-17")
+    ap.add_argument("--layers", help="default: every layer of the default suite")
     ap.add_argument("--blocks", type=int, default=4096)
     ap.add_argument("--max-blocks-per-doc", type=int, default=16)
     ap.add_argument("--permutations", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    args.layers = parse_layers(args.layers)
+    if args.layers is None:
+        from featuregeo.io import open_suite
+
+        args.layers = list(open_suite("default").layers)
+    else:
+        args.layers = parse_layers(args.layers)
     args.work.mkdir(parents=True, exist_ok=True)
     harvest = stage_harvest(args)
     if harvest.n_blocks < args.blocks:

@@ -32,10 +32,6 @@ from featuregeo.core.util import resolve_rng
 from featuregeo.tl.galaxy.entropy import orthonormal_columns
 from featuregeo.tl.galaxy.records import ArrayEq, small_eigh
 
-#: simulated clouds whose covariance exceeds this many float32 values are built in row blocks
-_BLOCK_ROWS = 8192
-
-
 @dataclass(eq=False)
 class SlopeBiasCorrection(ArrayEq, Result):
     """The slope corrected for the sample-size distortion of the spectrum (see :func:`correct_slope_bias`).
@@ -85,21 +81,28 @@ def window_slope(ev: np.ndarray, fit_ranks: tuple[int, int]) -> float:
 
 
 def gaussian_gram(n: int, d: int, rng: np.random.Generator, *, center: bool = True) -> np.ndarray:
-    """``W = Z^T Z / (n - 1)`` (centred; ``/ n`` uncentred) of ``n`` i.i.d. N(0, I_d) rows, float64.
+    """A draw of ``W = Z^T Z / (n - 1)`` (``Z`` the centred ``n x d`` matrix of i.i.d. N(0, 1) rows; ``/ n`` and
+    uncentred when ``center=False``), float64.
 
     A Gaussian cloud with covariance ``diag(p)`` has sample covariance ``D W D`` with ``D = diag(sqrt(p))``,
-    so one ``W`` serves every population spectrum tried (common random numbers).
+    so one ``W`` serves every population spectrum tried (common random numbers).  ``Z^T Z`` is a
+    Wishart(I, m) matrix with ``m = n - 1`` degrees of freedom (``n`` uncentred); when ``m >= d`` it is
+    drawn by the Bartlett decomposition ``L L^T`` (``L`` lower triangular, ``L_ii^2 ~ chi^2(m - i + 1)``,
+    ``L_ij ~ N(0, 1)`` below the diagonal): ``d^3`` work instead of ``n d^2``; otherwise from ``m`` rows.
+
+    Examples
+    --------
+    >>> w = gaussian_gram(4000, 50, np.random.default_rng(0))
+    >>> round(float(np.mean(np.diag(w))), 2), bool(np.all(np.abs(w - np.diag(np.diag(w))) < 0.1))
+    (1.0, True)
     """
-    w = np.zeros((d, d), dtype=np.float32)
-    s1 = np.zeros(d, dtype=np.float64)
-    for s in range(0, n, _BLOCK_ROWS):
-        z = rng.standard_normal((min(_BLOCK_ROWS, n - s), d), dtype=np.float32)
-        w += z.T @ z
-        s1 += z.sum(axis=0, dtype=np.float64)
-    out = w.astype(np.float64)
-    if center:
-        out -= np.outer(s1, s1) / n
-    return out / ((n - 1) if center else n)
+    m = n - 1 if center else n
+    if m >= d:
+        low = np.tril(rng.standard_normal((d, d)), -1)
+        low[np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(m - np.arange(d)))
+        return (low @ low.T) / m
+    z = rng.standard_normal((m, d))
+    return (z.T @ z) / m
 
 
 def sample_spectrum(population: np.ndarray, gram: np.ndarray, top: int | None = None,
