@@ -2,7 +2,8 @@
 
 Every verdict of the findings report should carry its spread across SAEs trained by the same recipe.
 This study trains, with the default suite's recipe (``analyses/build_default_suite.py``; same corpus,
-same train / held-out split, same training blocks), TopK SAEs at widths 1,024 / 2,048 / 4,096
+same train / held-out split, same training blocks, and the shipped manifest's k, learning rate,
+passes (1.25), batch, dead-feature window and AuxK coefficient at these layers), TopK SAEs at widths 1,024 / 2,048 / 4,096
 (seed 0) and two more seeds (1, 2) at width 2,048; the width-2,048 seed-0 SAE is the shipped
 default suite's.  The SAEs are kept under ``--work`` (not shipped, not committed); their manifests
 (training records, FVU, dead fraction, checksums) are copied to ``--results``.
@@ -18,8 +19,8 @@ Stages (each resumable; rerun the same command to continue):
    held-out blocks (firing computed from the stored activations with that SAE's encoder, the
    harvest's rule: a feature fires in a block when its activation exceeds 1 on some token; then
    ``featuregeo.tl.lobes.analyze_firing`` with whole documents held out for the genre tables), atoms
-   (``featuregeo.pipeline.atoms`` with the SAE space and crystals); each result is saved under
-   ``--work/analyses/<sae>/`` and reused on a rerun;
+   (``featuregeo.pipeline.atoms`` with the SAE space and crystals); each part is saved as
+   ``--work/analyses/<sae>/<part>.json`` and reused on a rerun (``--parts`` picks the parts);
 4. ``table`` — ``--results/robustness.csv`` (long format, one row per claim x statistic x SAE x
    layer: ``claim,statistic,width,seed,sae,layer,value``), ``robustness_summary.csv`` (per claim x
    statistic x layer over the SAEs: ``n_saes,mean,min,max,spread,values``) and ``robustness.json``
@@ -108,11 +109,25 @@ def stage_harvest(args) -> None:
                          split="heldout", held_out=0.1, order="interleave", seed=0, layers=args.layers)
 
 
+def recipe(args) -> list[str]:
+    """The shipped suite's training settings at the study layers (from its manifest), as build options."""
+    shipped = json.loads((suite_dir(args, 2048, 0) / "manifest.json").read_text())["layers"]
+    keys = {"k": "--k", "lr": "--lr", "epochs": "--epochs", "batch": "--batch", "dead_feature_window": "--dead-window",
+            "aux_loss_coefficient": "--aux-coef"}
+    opts = []
+    for key, flag in keys.items():
+        vals = {shipped[str(L)][key] for L in args.layers}
+        if len(vals) != 1:
+            raise SystemExit(f"the shipped suite trained layers {args.layers} with different {key}: {vals}")
+        opts += [flag, str(vals.pop())]
+    return opts + ["--data-init", str(int(shipped[str(args.layers[0])]["data_init"]))]
+
+
 def stage_train(args) -> None:
     for width, seed in args.variants:
         if (width, seed) == (2048, 0):
             continue
-        build(args, "--stage", "train", "--width", str(width), "--seed", str(seed),
+        build(args, "--stage", "train", "--width", str(width), "--seed", str(seed), *recipe(args),
               "--suite-dir", str(suite_dir(args, width, seed)))
 
 
@@ -225,7 +240,13 @@ def run_atoms(args, source: str, out: Path, model) -> dict:
     return rows
 
 
+PARTS = ("galaxy", "lobes", "atoms")
+
+
 def stage_analyze(args) -> None:
+    """Every requested part of every trained SAE, one ``<part>.json`` per SAE (reused on a rerun)."""
+    from featuregeo.io.harvest import Harvest
+
     model = None
     for width, seed in args.variants:
         name = sae_name(width, seed)
@@ -235,25 +256,29 @@ def stage_analyze(args) -> None:
             continue
         out = args.work / "analyses" / name
         out.mkdir(parents=True, exist_ok=True)
-        done = out / "summary.json"
-        if done.exists():
-            print(f"{name}: analysed", flush=True)
-            continue
-        t0 = time.perf_counter()
-        source = str(sd)
-        summary = {"galaxy": run_galaxy(args, source, out)}
-        print(f"{name}: galaxy done ({time.perf_counter() - t0:.0f}s)", flush=True)
-        summary["lobes"] = run_lobes(args, source, out)
-        print(f"{name}: lobes done ({time.perf_counter() - t0:.0f}s)", flush=True)
-        if model is None:
-            from featuregeo.io.models import load_model
+        for part in args.parts:
+            path = out / f"{part}.json"
+            if path.exists():
+                continue
+            if part == "lobes":
+                hv = args.work / "heldout_lobes"
+                if not ((hv / "harvest.json").exists() and Harvest(hv).complete):
+                    print(f"{name}: lobes wait for the held-out harvest (run --stage harvest)", flush=True)
+                    continue
+            t0 = time.perf_counter()
+            source = str(sd)
+            if part == "galaxy":
+                rows = run_galaxy(args, source, out)
+            elif part == "lobes":
+                rows = run_lobes(args, source, out)
+            else:
+                if model is None:
+                    from featuregeo.io.models import load_model
 
-            model = load_model("default")
-        summary["atoms"] = run_atoms(args, source, out, model)
-        summary["seconds"] = time.perf_counter() - t0
-        atomic_write_json(done, {k: {str(L): v for L, v in d.items()} if isinstance(d, dict) else d
-                                 for k, d in summary.items()})
-        print(f"{name}: analysed in {summary['seconds']:.0f}s", flush=True)
+                    model = load_model("default")
+                rows = run_atoms(args, source, out, model)
+            atomic_write_json(path, {str(L): v for L, v in rows.items()})
+            print(f"{name}: {part} done in {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,14 +301,13 @@ def stage_table(args) -> None:
                     for stat in STATISTICS["sae"]:
                         rows.append({"claim": "sae", "statistic": stat, "width": width, "seed": seed, "sae": name,
                                      "layer": L, "value": _num(recs[str(L)].get(stat))})
-        done = args.work / "analyses" / name / "summary.json"
-        if not done.exists():
-            missing.append(name)
-            continue
-        finished.append(name)
-        summary = json.loads(done.read_text())
-        for claim in ("galaxy", "lobes", "atoms"):
-            for L, vals in summary[claim].items():
+        for claim in PARTS:
+            done = args.work / "analyses" / name / f"{claim}.json"
+            if not done.exists():
+                missing.append(f"{name}/{claim}")
+                continue
+            finished.append(f"{name}/{claim}")
+            for L, vals in json.loads(done.read_text()).items():
                 for stat, v in vals.items():
                     if not stat.startswith("_"):
                         rows.append({"claim": claim, "statistic": stat, "width": width, "seed": seed, "sae": name,
@@ -334,10 +358,12 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(f"{w}:{s}" for w, s in VARIANTS),
                     help="width:seed list; 2048:0 is the shipped default suite")
     ap.add_argument("--heldout-blocks", type=int, default=512, help="held-out blocks of 256 tokens for the lobes")
+    ap.add_argument("--parts", default=",".join(PARTS), help="analyses to run: galaxy,lobes,atoms")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.layers = [int(x) for x in args.layers.split(",")]
+    args.parts = [p for p in args.parts.split(",") if p]
     args.variants = [tuple(int(p) for p in v.split(":")) for v in args.variants.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "harvest"):
