@@ -149,6 +149,8 @@ def kth_nn_distance(x: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
     n = x.shape[0]
     x32 = x.astype(np.float32)
     sq = np.einsum("ij,ij->i", x32, x32)
+    if k == 1:
+        return _nearest_distance(x, x32, sq, block)
     out = np.empty(n)
     for s in range(0, n, block):
         e = min(n, s + block)
@@ -166,6 +168,36 @@ def kth_nn_distance(x: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
         exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
         out[s:e] = np.sort(exact, axis=1)[:, k - 1]
     return out
+
+
+def _nearest_distance(x: np.ndarray, x32: np.ndarray, sq: np.ndarray, block: int) -> np.ndarray:
+    """Distance to the nearest other row: each pair of row blocks once (the distance matrix is symmetric,
+    so a block's row minima serve its rows and its column minima the other block's rows), then the
+    exact distance to the candidate by direct differences."""
+    n = x.shape[0]
+    best = np.full(n, np.inf, dtype=np.float32)
+    arg = np.zeros(n, dtype=np.int64)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        for t in range(s, n, block):
+            f = min(n, t + block)
+            d2 = x32[s:e] @ x32[t:f].T
+            d2 *= -2.0
+            d2 += sq[s:e, None]
+            d2 += sq[None, t:f]
+            if t == s:
+                d2[np.arange(e - s), np.arange(e - s)] = np.inf  # exclude self
+            r = np.argmin(d2, axis=1)
+            rv = d2[np.arange(e - s), r]
+            better = rv < best[s:e]
+            best[s:e][better], arg[s:e][better] = rv[better], r[better] + t
+            if t != s:
+                c = np.argmin(d2, axis=0)
+                cv = d2[c, np.arange(f - t)]
+                better = cv < best[t:f]
+                best[t:f][better], arg[t:f][better] = cv[better], c[better] + s
+    diff = x - x[arg]
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 def knn_entropy(x: np.ndarray, k: int = 1) -> float:
