@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_json, parse_layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def write_tables(args, harvest, res) -> None:
         for aff, k in HEADLINE:
             try:
                 r = layer.record(aff, k)
-            except (KeyError, ValueError):
+            except InputError:  # that n_clusters was skipped (not below the usable features)
                 continue
             per[f"{aff}_{k}"] = {"ami": r.ami, "ami_sigma": r.ami_sigma, "ami_p": r.ami_p,
                                  "logreg_bal_acc": r.logreg_bal_acc, "logreg_bal_acc_sd": r.logreg_bal_acc_sd,
