@@ -106,13 +106,14 @@ def gaussian_gram(n: int, d: int, rng: np.random.Generator, *, center: bool = Tr
 
 
 def sample_spectrum(population: np.ndarray, gram: np.ndarray, top: int | None = None,
-                    iterations: int = 8) -> np.ndarray:
+                    iterations: int = 8, start: list | None = None) -> np.ndarray:
     """Descending eigenvalues of ``D gram D`` with ``D = diag(sqrt(population))``: the sample spectrum of the
     Gaussian cloud behind ``gram`` (:func:`gaussian_gram`) when its population spectrum is ``population``.
 
     With ``top``, only the ``top`` largest, as Rayleigh-Ritz values of a few subspace iterations on
     ``top + 64`` columns started on the first coordinate axes (the population's own leading axes); exact
-    ``eigh`` when that is most of ``d``.
+    ``eigh`` when that is most of ``d``.  ``start``: a one-element list holding the basis of a previous
+    call on the same ``gram`` (a nearby population), used as the start with 3 iterations, and updated.
 
     Examples
     --------
@@ -137,10 +138,15 @@ def sample_spectrum(population: np.ndarray, gram: np.ndarray, top: int | None = 
             w = linalg.eigh(c, eigvals_only=True, check_finite=False, driver="evd")[::-1]
         return np.maximum(w[:keep], 0.0) * scale
     c32 = c.astype(np.float32)
-    q = np.zeros((d, k), dtype=np.float64)
-    q[np.arange(k), np.arange(k)] = 1.0
+    if start and start[0] is not None and start[0].shape == (d, k):
+        q, iterations = start[0], min(iterations, 3)
+    else:
+        q = np.zeros((d, k), dtype=np.float64)
+        q[np.arange(k), np.arange(k)] = 1.0
     for _ in range(iterations):
         q = orthonormal_columns((c32 @ q.astype(np.float32)).astype(np.float64))
+    if start is not None:
+        start[:] = [q]
     w = small_eigh(q.T @ (c @ q), eigvals_only=True)[::-1]
     return np.maximum(w[:keep], 0.0) * scale
 
@@ -197,9 +203,11 @@ def correct_slope_bias(eigenvalues: np.ndarray, n: int, fit_ranks: tuple[int, in
     observed = window_slope(ev, fit_ranks)
     grams = [gaussian_gram(n, d, rng, center=center) for _ in range(sims)]
     top = int(fit_ranks[1])
+    starts: list[list] = [[None] for _ in grams]  # warm starts: each exponent tried is close to the last
 
     def simulate(a: float) -> np.ndarray:
-        return np.array([window_slope(sample_spectrum(power_law(d, a), g, top), fit_ranks) for g in grams])
+        return np.array([window_slope(sample_spectrum(power_law(d, a), g, top, start=st), fit_ranks)
+                         for g, st in zip(grams, starts)])
 
     a = observed
     slopes = [simulate(a)]
