@@ -49,7 +49,8 @@ def _galaxy_summary(result, out: Path) -> dict:
     nulls = [r.null_slope for r in recs if r.null_slope is not None]
     return {
         "dir": str(out),
-        "records": [{"layer": r.layer, "n_features": r.n_features, "slope": r.slope, "slope_ci": list(r.slope_ci),
+        "records": [{"layer": r.layer, "n_features": r.n_features, "slope": r.slope, "slope_corrected": r.slope_corrected,
+                     "slope_ci": list(r.slope_ci),
                      "null_slope": r.null_slope, "activation_slope": r.activation_slope,
                      "entropy_excess": None if r.entropy is None else r.entropy.excess} for r in recs],
         "steepest_layer": steep.layer, "steepest_slope": steep.slope,

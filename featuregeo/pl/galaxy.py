@@ -109,8 +109,15 @@ def slopes_figure(result: GalaxyResult, reference: dict[int, float] | None = Non
     lo = np.array([r.slope_ci[0] for r in result.layers])
     hi = np.array([r.slope_ci[1] for r in result.layers])
     method = result.layers[0].slope_ci_method if result.layers else ""
-    ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3,
-                label=f"SAE decoder rows ({method} interval)")
+    corr = [(pos(r.layer), r.slope_corrected) for r in result.layers if r.slope_corrected is not None]
+    if corr:  # the interval is the exponent's, around the bias-corrected slope
+        ax.plot(layers, slopes, "o-", label="SAE decoder rows: sample slope")
+        cs = np.array([v for _, v in corr])
+        ax.errorbar([x for x, _ in corr], cs, yerr=[cs - lo, hi - cs], fmt="D", ms=4, capsize=3, color="tab:purple",
+                    label=f"bias-corrected exponent ({method.split(' +- ')[-1]} interval)")
+    else:
+        ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3,
+                    label=f"SAE decoder rows ({method} interval)")
     rng_ = [(pos(r.layer), r.window_slope_range) for r in result.layers if r.window_slope_range is not None]
     if rng_:
         ax.vlines([x for x, _ in rng_], [w[0] for _, w in rng_], [w[1] for _, w in rng_], color="tab:blue", alpha=0.3,
