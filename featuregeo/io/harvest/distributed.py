@@ -187,7 +187,7 @@ def harvest_distributed(client, model: LoadedModel, corpus: Corpus | Iterable[Do
         t0, tokens, done, resumed, n_blocks, index = time.perf_counter(), 0, 0, 0, 0, 0
         need_scale = plan.params.store_activations and any(str(L) not in plan.manifest["activation_scale"]
                                                            for L in plan.layers)
-        running = as_completed()
+        running = as_completed(loop=client.loop)
 
         def report(fut) -> ShardDone:
             nonlocal tokens, done
