@@ -224,12 +224,21 @@ def worker_lock() -> threading.RLock:
 
 
 def worker_threads() -> int | None:
-    """torch threads for a task in this process: ``OMP_NUM_THREADS`` when set (dask workers set 1), else all CPUs."""
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        n = 0
-    return n if n >= 1 else None
+    """torch threads for a task in this process: ``FEATUREGEO_WORKER_THREADS``, else ``OMP_NUM_THREADS``
+    (dask workers set 1), else None (every CPU).
+
+    One worker process per core (``dask worker ADDR --nworkers N --nthreads 1``) suits models that fit
+    N times in memory; for a large model run one process per machine with
+    ``FEATUREGEO_WORKER_THREADS=<cores> dask worker ADDR --nworkers 1 --nthreads 1``.
+    """
+    for var in ("FEATUREGEO_WORKER_THREADS", "OMP_NUM_THREADS"):
+        try:
+            n = int(os.environ.get(var, "0"))
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+    return None
 
 
 __all__ = ["connect", "open_client", "check_cluster_options", "map_ordered", "worker_cached", "worker_lock",
