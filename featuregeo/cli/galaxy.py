@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from featuregeo.cli.common import fit_ranks, log
+from featuregeo.cli.common import add_cluster_options, fit_ranks, log
 
 
 def add_galaxy_options(p: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def cmd_galaxy(args) -> int:
 
     t0 = time.perf_counter()
     result = pipeline.run(args.source, args.out, galaxy_params(args), layers=args.layers,
-                          activations=args.activations)
+                          activations=args.activations, scheduler=args.scheduler, workers=args.workers)
     print_galaxy_table(result, paper_galaxy_slopes())
     log(f"galaxy: wrote {args.out} (galaxy.json, galaxy.csv, galaxy.npz, figures) in {time.perf_counter() - t0:.1f}s")
     return 0
@@ -106,6 +106,7 @@ def add(sub) -> None:
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0, help="seed of the null and the entropy subsamples (>= 0)")
     add_galaxy_options(g)
+    add_cluster_options(g)
     g.set_defaults(func=cmd_galaxy)
 
     i = sub.add_parser("info", help="describe a source: layers, shapes, exclusions, provenance")

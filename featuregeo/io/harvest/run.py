@@ -213,6 +213,16 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, 
     return arrays
 
 
+def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index: int) -> int:
+    """Harvest shard ``index`` and write its files (activations first, the shard file last: it marks the
+    shard done); returns the number of tokens read.  The serial loop and the cluster's tasks both call it."""
+    fired, acts, n_tok = harvest_shard(model, plan, shard)
+    for L, x in acts.items():
+        write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
+    write_file(plan.out / "shards" / shard_name(index), npz_bytes(shard_arrays(shard, fired)))
+    return n_tok
+
+
 def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | Path,
             params: HarvestParams | None = None, *, saes: Mapping[int, Any] | None = None,
             progress: Callable[[str], Any] | None = None, stop_after_shards: int | None = None) -> Harvest:
@@ -262,11 +272,7 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
             path = plan.out / "shards" / shard_name(index)
             n_blocks += len(shard)
             if not path.exists():  # finished earlier: skip without running the model
-                fired, acts, n_tok = harvest_shard(model, plan, shard)
-                for L, x in acts.items():
-                    write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
-                write_file(path, npz_bytes(shard_arrays(shard, fired)))  # the shard file marks the shard done
-                tokens += n_tok
+                tokens += write_shard(model, plan, shard, index)
                 new_shards += 1
                 say(f"harvest: shard {index} done, {n_blocks} blocks, "
                     f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f} tokens/s")

@@ -47,9 +47,10 @@ def _activation_cloud(activations: Activations | None, cloud: FeatureCloud) -> F
     return acts
 
 
-def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None, keep: list | None = None):
+def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None, keep: list | None = None,
+              client: Any = None):
     acc = accumulate(cloud, center=p.center, normalize=p.normalize, chunk_rows=p.chunk_rows, on_chunk=on_chunk,
-                     name=name)
+                     name=name, client=client)
     cov, n = acc.result()
     if keep is not None:
         keep[:] = [cov, acc.mean()]
@@ -106,7 +107,7 @@ def _window_range(fits) -> tuple[float, float] | None:
 
 
 def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
-                  activations: Activations | None = None) -> GalaxyLayer:
+                  activations: Activations | None = None, client: Any = None) -> GalaxyLayer:
     """Galaxy analysis of one point cloud (one layer).
 
     One streamed pass over the rows builds the covariance and draws the entropy subsamples; the
@@ -122,6 +123,10 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
     activations : ndarray (n_tokens, d_model) or FeatureCloud, optional
         Raw residual activations of the same layer; their spectrum is computed by the same code
         (the paper's "SAE features vs raw activations" comparison).
+    client : distributed.Client, optional
+        Compute the covariance sums (cloud, null, activations) on a Dask cluster
+        (:func:`featuregeo.io.cluster.connect`), reduced in chunk order: the same result whatever
+        the number of workers.
 
     Returns
     -------
@@ -150,7 +155,7 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
                if p.entropy else None)
     kept: list = []
     ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None,
-                      keep=kept if (p.slope_bootstrap or p.entropy) else None)
+                      keep=kept if (p.slope_bootstrap or p.entropy) else None, client=client)
     basis = _entropy_basis(kept[0], p, seed_sequence(p.seed, lk, BASIS_STREAM)) if p.entropy else None
     fit_kw = dict(n_rows=n, center=p.center, rank_rtol=p.rank_rtol)
     try:
@@ -174,13 +179,13 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
         _correct_bias(rec, ev, n, p, seed_sequence(p.seed, lk, BIAS_STREAM), fit.stderr)
     if p.null:
         null_seed = int(seed_sequence(p.seed, lk, NULL_STREAM).integers(2**63))
-        nev, _ = _spectrum(isotropic_null_cloud(n, cloud.d_model, null_seed), p, "null")
+        nev, _ = _spectrum(isotropic_null_cloud(n, cloud.d_model, null_seed), p, "null", client=client)
         nfit = fit_power_law(nev, p.fit_ranks, p.confidence, **fit_kw)
         rec.null_slope, rec.null_slope_ci, rec.null_eigenvalues = nfit.slope, nfit.slope_ci, nev
         rec.null_curvature = nfit.curvature
     if acts is not None:
         akept: list = []
-        aev, an = _spectrum(acts, p, "activations", keep=akept if p.slope_bootstrap else None)
+        aev, an = _spectrum(acts, p, "activations", keep=akept if p.slope_bootstrap else None, client=client)
         try:
             afit = fit_power_law(aev, p.fit_ranks, p.confidence, n_rows=an, center=p.center, rank_rtol=p.rank_rtol)
         except InputError as e:
@@ -234,7 +239,7 @@ def _activation_lookup(activations: Any, keys: list) -> Callable[[Any], tuple[Ac
 
 def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = None, *,
             activations: Any = None, checkpoint: Checkpoint | None = None,
-            progress: Callable[[str], None] | None = None) -> GalaxyResult:
+            progress: Callable[[str], None] | None = None, client: Any = None) -> GalaxyResult:
     """Galaxy analysis of every layer of a suite (or of one cloud), one layer in memory at a time.
 
     Parameters
@@ -249,6 +254,8 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
         identity and content, the activations' identity, the layer) is unchanged.
     progress : callable, optional
         Receives one line per layer.
+    client : distributed.Client, optional
+        Compute the covariance sums on a Dask cluster (see :func:`analyze_cloud`).
 
     Returns
     -------
@@ -280,7 +287,7 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
         acts, acts_id = lookup(key)
 
         def compute(cloud=cloud, acts=acts, key=key) -> GalaxyLayer:
-            rec = analyze_cloud(cloud, p, activations=acts)
+            rec = analyze_cloud(cloud, p, activations=acts, client=client)
             rec.layer = key if rec.layer is None else rec.layer
             return rec
 
