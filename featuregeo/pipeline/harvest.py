@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import check_choice, check_float, check_int
@@ -76,7 +76,7 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         model: str | LoadedModel = "default", corpus: str | Corpus = "builtin", genre: str = "subfolder",
         split: str = "heldout", held_out: float = 0.1, order: str = "interleave",
         layers: Iterable[int] | None = None, device: str = "cpu", seed: int = 0,
-        progress: Callable[[str], Any] | None = log) -> Harvest:
+        progress: Callable[[str], Any] | None = log, taps: Sequence[Any] = ()) -> Harvest:
     """Harvest ``source``'s SAEs (or only activations when ``source`` is None) on ``corpus``.
 
     Parameters
@@ -106,6 +106,8 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         Seed of the train / held-out split.
     progress : callable, optional
         Called with one line of text at a time (default: stderr).
+    taps : sequence of :class:`featuregeo.io.taps.ResidualTap`, optional
+        Residuals of some blocks kept from the harvest's forward pass (the demo's shared pass).
 
     Returns
     -------
@@ -136,4 +138,4 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         from featuregeo.io.models import load_model
 
         loaded = load_model(model, device=device)
-    return harvest(loaded, docs, out, params, saes=saes, progress=say)
+    return harvest(loaded, docs, out, params, saes=saes, progress=say, taps=taps)
