@@ -107,6 +107,17 @@ def cosine_knn(x: np.ndarray, k: int, *, max_chunk_entries: int = 2**24) -> tupl
 _UMAP_CACHED: list = []
 
 
+def compile_layout() -> float:
+    """Compile (or load from the cache) everything a UMAP layout runs, on a small random cloud; returns
+    the seconds it took.  Set-up calls it once so the first atlas does not wait for numba."""
+    import time
+
+    t = time.perf_counter()
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    layout_2d(x, "umap", n_neighbors=5, n_epochs=10)
+    return time.perf_counter() - t
+
+
 def numba_cache_dir():
     """Where numba keeps compiled code for featuregeo: ``$NUMBA_CACHE_DIR``, else ``<featuregeo cache>/numba``."""
     import os
@@ -214,4 +225,4 @@ def cofiring(firing: Any, top: int = TOP_COFIRING, *,
     return counts, partners, shared
 
 
-__all__ = ["layout_2d", "cofiring", "cosine_knn", "umap_module", "numba_cache_dir", "LAYOUTS", "TOP_COFIRING"]
+__all__ = ["layout_2d", "cofiring", "cosine_knn", "umap_module", "numba_cache_dir", "compile_layout", "LAYOUTS", "TOP_COFIRING"]
