@@ -94,13 +94,14 @@ def cosine_knn(x: np.ndarray, k: int, *, max_chunk_entries: int = 2**24) -> tupl
         e = min(n, s + chunk)
         sim = x[s:e] @ x.T
         sim[np.arange(e - s), np.arange(s, e)] = np.inf  # a point is its own first neighbour
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (e - s, 1))
-        ps = np.take_along_axis(sim, part, axis=1)
-        order = np.lexsort((part, -ps), axis=1)
-        idx[s:e] = np.take_along_axis(part, order, axis=1)
-        top = np.take_along_axis(ps, order, axis=1)
-        top[:, 0] = 1.0
-        dist[s:e] = np.clip(1.0 - top, 0.0, 2.0)
+        kth = np.partition(sim, n - k, axis=1)[:, n - k]  # each row's k-th largest similarity
+        for r in range(e - s):
+            cand = np.flatnonzero(sim[r] >= kth[r])  # k of them, more when tied at the k-th
+            sel = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
+            idx[s + r] = sel
+            top = sim[r, sel]
+            top[0] = 1.0
+            dist[s + r] = np.clip(1.0 - top, 0.0, 2.0)
     return idx, dist
 
 
