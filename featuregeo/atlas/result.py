@@ -36,6 +36,8 @@ class AtlasParams(Params):
         Co-firing partners listed per feature.
     n_neighbors : int, default=15
         UMAP neighbourhood size.
+    umap_epochs : int or None, default=None
+        UMAP optimisation epochs (None: umap-learn's default, 500 below 10,000 features).
 
     Examples
     --------
@@ -49,6 +51,7 @@ class AtlasParams(Params):
     seed: int = 0
     top_cofiring: int = TOP_COFIRING
     n_neighbors: int = 15
+    umap_epochs: int | None = None
 
     def validate(self) -> "AtlasParams":
         check_choice("layout", self.layout, LAYOUTS)
@@ -58,6 +61,7 @@ class AtlasParams(Params):
         check_int("seed", self.seed, minimum=0)
         check_int("top_cofiring", self.top_cofiring, minimum=1, maximum=100)
         check_int("n_neighbors", self.n_neighbors, minimum=2)
+        check_int("umap_epochs", self.umap_epochs, minimum=1, allow_none=True)
         return self
 
 

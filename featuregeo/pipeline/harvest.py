@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import check_choice, check_float, check_int
@@ -77,7 +77,7 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         split: str = "heldout", held_out: float = 0.1, order: str = "interleave",
         layers: Iterable[int] | None = None, device: str = "cpu", seed: int = 0,
         progress: Callable[[str], Any] | None = log, scheduler: str | None = None,
-        workers: int | None = None) -> Harvest:
+        workers: int | None = None, taps: Sequence[Any] = ()) -> Harvest:
     """Harvest ``source``'s SAEs (or only activations when ``source`` is None) on ``corpus``.
 
     Parameters
@@ -113,6 +113,8 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         Same files, byte for byte, as without it.  A scheduler that does not answer is an InputError.
     workers : int, optional
         Start a local Dask cluster of this many worker processes instead.
+    taps : sequence of :class:`featuregeo.io.taps.ResidualTap`, optional
+        Residuals of some blocks kept from the harvest's forward pass (the demo's shared pass).
 
     Returns
     -------
@@ -148,7 +150,9 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
 
             loaded = load_model(model, device=device)
         if client is None:
-            return harvest(loaded, docs, out, params, saes=saes, progress=say)
+            return harvest(loaded, docs, out, params, saes=saes, progress=say, taps=taps)
+        if taps:
+            raise InputError("taps: residual taps need the single-process harvest (no --scheduler/--workers)")
         from featuregeo.io.harvest.distributed import harvest_distributed
 
         return harvest_distributed(client, loaded, docs, out, params, saes=saes,

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from featuregeo.io.harvest.files import (FORMAT_VERSION, MANIFEST, check_out_dir
 from featuregeo.io.harvest.params import HarvestError, HarvestParams
 from featuregeo.io.harvest.reader import Harvest
 from featuregeo.io.models import LoadedModel, batches, check_layers, iter_residual_stream
+from featuregeo.io.taps import ResidualTap, tap_request
 
 
 def sae_checksum(sae) -> str:
@@ -164,18 +165,23 @@ def activation_scale(plan: HarvestPlan, layer: int, acts) -> float:
     return float(scales[str(layer)])
 
 
-def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block]
-                  ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
+def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], *, taps: Sequence[ResidualTap] = (),
+                  first_row: int = 0) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
     """One shard through the model: per SAE layer a bool [blocks, d_sae] firing matrix, per layer the
-    scaled float16 activations (when stored), and the number of tokens read."""
+    scaled float16 activations (when stored), and the number of tokens read.  ``taps`` keep residuals
+    of their rows (``first_row``: the index of the shard's first block) from the same forward pass."""
     import torch
 
     p = plan.params
     fired: dict[int, list[np.ndarray]] = {L: [] for L in plan.sae_layers}
     acts_out: dict[int, list[np.ndarray]] = {L: [] for L in plan.layers} if p.store_activations else {}
     n_tokens = 0
-    for rb in iter_residual_stream(model, [b.input_ids for b in shard], plan.layers, batch_size=p.batch_size,
-                                   seq_len=None, add_bos=False, drop_bos=True, out_dtype="float32"):
+    tap_layers, tap_embeddings = tap_request(taps, first_row, len(shard))
+    for rb in iter_residual_stream(model, [b.input_ids for b in shard], sorted(set(plan.layers) | tap_layers),
+                                   batch_size=p.batch_size, seq_len=None, add_bos=False, drop_bos=True,
+                                   out_dtype="float32", embeddings=tap_embeddings):
+        for tap in taps:
+            tap.take(rb, first_row)
         mask = rb.mask
         for L in plan.layers:
             a = rb.acts[L]  # [B, T, d] float32
@@ -213,10 +219,12 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, 
     return arrays
 
 
-def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index: int) -> int:
+def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index: int,
+                taps: Sequence[ResidualTap] = ()) -> int:
     """Harvest shard ``index`` and write its files (activations first, the shard file last: it marks the
-    shard done); returns the number of tokens read.  The serial loop and the cluster's tasks both call it."""
-    fired, acts, n_tok = harvest_shard(model, plan, shard)
+    shard done); returns the number of tokens read.  The serial loop and the cluster's tasks both call it;
+    ``taps`` keep residuals of some blocks from the same forward pass (serial only)."""
+    fired, acts, n_tok = harvest_shard(model, plan, shard, taps=taps, first_row=index * plan.params.shard_blocks)
     for L, x in acts.items():
         write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
     write_file(plan.out / "shards" / shard_name(index), npz_bytes(shard_arrays(shard, fired)))
@@ -225,7 +233,8 @@ def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index
 
 def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | Path,
             params: HarvestParams | None = None, *, saes: Mapping[int, Any] | None = None,
-            progress: Callable[[str], Any] | None = None, stop_after_shards: int | None = None) -> Harvest:
+            progress: Callable[[str], Any] | None = None, stop_after_shards: int | None = None,
+            taps: Sequence[ResidualTap] = ()) -> Harvest:
     """Run (or resume) a harvest into ``out`` and return a :class:`Harvest` reader.
 
     For every complete block of ``params.block_len`` tokens and every layer with an SAE, the
@@ -250,6 +259,10 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
         Called with one line of text per finished shard.
     stop_after_shards : int, optional
         Stop after writing this many new shards (for tests of resumption).
+    taps : sequence of ResidualTap, optional
+        Keep the residual stream of some blocks (by index in the harvest's block order) from the
+        harvest's own forward pass (:mod:`featuregeo.io.taps`); they change nothing the harvest
+        writes.  Blocks of shards finished earlier are not read again (``tap.fill`` reads them).
 
     Returns
     -------
@@ -272,7 +285,7 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
             path = plan.out / "shards" / shard_name(index)
             n_blocks += len(shard)
             if not path.exists():  # finished earlier: skip without running the model
-                tokens += write_shard(model, plan, shard, index)
+                tokens += write_shard(model, plan, shard, index, taps=taps)
                 new_shards += 1
                 say(f"harvest: shard {index} done, {n_blocks} blocks, "
                     f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f} tokens/s")
