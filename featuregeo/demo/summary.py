@@ -106,6 +106,8 @@ def print_summary(summary: dict, gal, out: Path) -> None:
     for fig in g["figures"]:
         print(f"  figure: {fig}")
     print(f"  atlas: {summary['atlas']}  (open it in a browser)")
+    if summary.get("report"):
+        print(f"  findings report: {summary['report']}")
     st = summary.get("settings") or {}
     if st.get("reduced"):
         print(f"  settings '{st['name']}': smaller than --full in {', '.join(sorted(st['reduced']))} "
