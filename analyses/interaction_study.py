@@ -2,12 +2,11 @@
 8,192 tokens, compared with PCA.
 
     flock /work/heavy.lock python analyses/interaction_study.py --out interaction-study \\
-        [--layers 5-8] [--n-rows 64] [--row-len 128] [--edge-rows 64] [--edge-steps 3] [--loss-rows 16]
-        [--zero-check]
+        [--layers 5-8] [--n-rows 64] [--row-len 128] [--edge-rows 64] [--edge-steps 3] [--zero-check]
+    flock /work/heavy.lock python analyses/interaction_study.py --out interaction-study --loss-rows 16
 
-Resumable through the pipeline's checkpoint: the stages can be run one at a time (e.g. first with
-``--edge-rows 0 --loss-rows 0`` for the bases alone, then again with edges, then with the loss curve);
-finished units are reused.  Prints the per-layer table, the edge sparsity and convergence, the
+Resumable through the pipeline's checkpoint: the stages can be run one at a time (the first command:
+bases, edges and SAE cosines; the second adds the held-out loss curve, reusing every finished unit).  Prints the per-layer table, the edge sparsity and convergence, the
 ablation curves, the SAE cosines, the stage timings of this invocation and the peak RSS.
 """
 
@@ -93,7 +92,8 @@ def main(argv=None) -> int:
                     help="also show the convergence of the zero-baseline edges on the convergence rows")
     ap.add_argument("--convergence-rows", type=int, default=2)
     ap.add_argument("--convergence-steps", default="1,2,3,4,8")
-    ap.add_argument("--loss-rows", type=int, default=16)
+    ap.add_argument("--loss-rows", type=int, default=0, help="held-out rows of the loss curve (0: a later "
+                    "invocation with e.g. 16 adds it, reusing every finished unit)")
     ap.add_argument("--ablation-n", default="4,16,64,256")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report-only", action="store_true", help="print the report of the result saved in --out")
@@ -129,17 +129,17 @@ def main(argv=None) -> int:
 
 
 def zero_check(model, res) -> None:
-    """Convergence of the edges on the convergence rows with the origin as the baseline (METHODS.md's
-    formula as written) next to the run's baseline, same quadrature rule, top 8 directions."""
+    """Convergence of the edges of the first transition on the first row with the origin as the baseline
+    (METHODS.md's formula as written) next to the mean baseline, same quadrature rule, top 8 directions."""
     from featuregeo.io.interaction_hooks import block_step, section_activations
     from featuregeo.tl.interaction import convergence, token_rows
 
     p = res.params
     layers = p.node_layers
     rows = token_rows(model.tokenizer, p.n_rows, p.row_len, split="train", seed=p.seed)
-    acts, bos = section_activations(model, rows[: p.convergence_rows], layers)
+    acts, bos = section_activations(model, rows[:1], layers)
     full, _ = section_activations(model, rows, layers[:-1])
-    for i, L in enumerate(layers[:-1]):
+    for i, L in enumerate(layers[:1]):  # the first transition: the check costs ~ an edge set per transition
         step = block_step(model, L + 1, bos[L], p.row_len, dtype=p.dtype)
         b_in, b_out = res.layers[i].basis, res.layers[i + 1].basis
         mean = full[L].reshape(-1, full[L].shape[-1]).mean(axis=0, dtype=np.float64)
