@@ -24,6 +24,9 @@ def test_parse_section():
     ({"jacobian": "exactly"}, "jacobian: expected one of stochastic, exact"),
     ({"dtype": "float16"}, "dtype: expected one of float32, float64"),
     ({"edge_rows": 100}, "edge_rows: expected an integer >= 0 and <= 64"),
+    ({"edge_rule": "simpson"}, "edge_rule: expected one of gauss, midpoint"),
+    ({"edge_baseline": "median"}, "edge_baseline: expected one of mean, zero"),
+    ({"edge_compile": "yes"}, "edge_compile: expected True or False"),
     ({"convergence_steps": (4, 2)}, "convergence_steps: expected increasing positive integers"),
     ({"ablation_n": "4,x"}, "ablation_n: expected increasing integers"),
 ])

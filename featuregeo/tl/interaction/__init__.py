@@ -40,15 +40,17 @@ from featuregeo.tl.interaction.basis import (LayerBasis, basis_from_m, build_bas
                                              extended_step, gram_matrix, m_prime, pca_basis)
 from featuregeo.tl.interaction.compare import AblationCurve, SaeMatch, best_cosines, clip_ns, sae_match
 from featuregeo.tl.interaction.data import token_rows
-from featuregeo.tl.interaction.edges import Convergence, EdgeSet, convergence, edge_matrix, top_fraction
-from featuregeo.tl.interaction.params import DTYPES, JACOBIAN_MODES, InteractionParams, parse_section
+from featuregeo.tl.interaction.edges import Convergence, EdgeSet, convergence, edge_matrix, quadrature, top_fraction
+from featuregeo.tl.interaction.params import (DTYPES, EDGE_BASELINES, EDGE_RULES, JACOBIAN_MODES, InteractionParams,
+                                              parse_section)
 from featuregeo.tl.interaction.result import InteractionLayer, InteractionResult
 
 __all__ = [
     "InteractionParams", "InteractionResult", "InteractionLayer", "LayerBasis", "EdgeSet", "Convergence",
     "AblationCurve", "SaeMatch", "analyze", "check_inputs", "parse_section", "JACOBIAN_MODES", "DTYPES",
     "build_bases", "basis_from_m", "pca_basis", "gram_matrix", "m_prime", "extended_step", "eig_desc", "extend",
-    "edge_matrix", "convergence", "top_fraction", "best_cosines", "sae_match", "token_rows", "model_fingerprint",
+    "edge_matrix", "convergence", "quadrature", "EDGE_RULES", "EDGE_BASELINES", "top_fraction", "best_cosines",
+    "sae_match", "token_rows", "model_fingerprint",
 ]
 
 LOSS_BATCH = 4
