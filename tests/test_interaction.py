@@ -124,6 +124,26 @@ def test_gemma_edges_converge_from_the_mean_not_from_zero(default_model, tiny_ro
     assert all(b <= a for a, b in zip(rc, rc[1:])) and rc[2] < 1e-3, rc
 
 
+@pytest.mark.slow
+def test_compiled_edges_equal_eager(default_model, tiny_rows):
+    """torch.compile of the vmapped JVPs (float32, Gemma block 6) gives the eager edges, and is reused."""
+    from featuregeo.io.interaction_hooks import block_step, section_activations
+    from featuregeo.tl.interaction import edge_matrix, pca_basis
+
+    acts, bos = section_activations(default_model, tiny_rows[0], [5, 6])
+    step = block_step(default_model, 6, bos[5], acts[5].shape[1])
+    b5, b6 = pca_basis(5, acts[5], 1e-9), pca_basis(6, acts[6], 1e-9)
+    kw = dict(n_in=4, n_out=4, steps=2, baseline=acts[5].reshape(-1, 640).mean(0), batch_size=1, chunk=4,
+              dtype="float32")
+    eager = edge_matrix(acts[5], step, b5, b6, compiled=False, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="edges: torch.compile failed")  # no silent eager fallback
+        comp = edge_matrix(acts[5], step, b5, b6, compiled=True, **kw)
+    assert np.allclose(comp, eager, rtol=1e-4, atol=1e-6 * eager.max())
+
+
 def test_project_residual_identity_keeps_the_loss(default_model, tiny_rows):
     from featuregeo.io.hooks import heldout_loss
     from featuregeo.io.interaction_hooks import project_residual
@@ -167,7 +187,7 @@ def test_pipeline_on_the_real_model(default_model, tmp_path):
     from featuregeo.pl.interaction import FIGURES
 
     params = InteractionParams(layers=(5, 6), n_rows=2, row_len=12, edge_directions=4, edge_steps=2, edge_rows=1,
-                               convergence_steps=(1, 2), convergence_rows=1, loss_rows=0)
+                               convergence_steps=(1, 2), convergence_rows=1, loss_rows=0, edge_compile=False)
     res = pipe.run(default_model, "5-6", tmp_path, params, sae="none", progress=None)
     assert [r.layer for r in res.layers] == [5, 6] and res.n_tokens == 24
     assert res.layers[-1].basis.method == "pca" and res.layers[0].basis.method == "interaction"
