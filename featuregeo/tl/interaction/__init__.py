@@ -161,7 +161,7 @@ def analyze(model: LoadedModel, params: InteractionParams | None = None, *, suit
                 def compute(i=i, bs=bs, method=method) -> EdgeSet:
                     E = edge_matrix(sub[i], steps[i], bs[i], bs[i + 1], n_in=k, n_out=k, steps=params.edge_steps,
                                     baseline=means[i], batch_size=EDGE_BATCH, chunk=min(k, EDGE_CHUNK),
-                                    compiled=params.edge_compile, **ekw)
+                                    compiled=params.edge_compile, progress=progress, **ekw)
                     conv = None
                     if method == "interaction" and params.convergence_rows > 0:
                         kc = min(8, k)

@@ -255,7 +255,7 @@ def edge_matrix(acts: np.ndarray, step: Step, basis_in: LayerBasis, basis_out: L
                 A[js] += torch.einsum("k,ckbto->cbto", w, dh.detach().reshape(len(js), m, b, T, n_out))
         E += (A.to(torch.float64) ** 2).sum(dim=(1, 2)).numpy().T
         count += b * T
-        if progress is not None:
+        if progress is not None and (r + b >= rows or (r // batch_size) % max(1, rows // batch_size // 8) == 0):
             progress(f"  edges {basis_in.layer}->{basis_out.layer} ({basis_in.method}): rows {r + b}/{rows}")
     return E / count
 
