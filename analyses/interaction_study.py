@@ -2,11 +2,11 @@
 8,192 tokens, compared with PCA.
 
     flock /work/heavy.lock python analyses/interaction_study.py --out interaction-study \\
-        [--layers 5-8] [--n-rows 64] [--row-len 128] [--edge-rows 8] [--edge-steps 8] [--loss-rows 16]
+        [--layers 5-8] [--n-rows 64] [--row-len 128] [--edge-rows 64] [--edge-steps 3] [--zero-check]
+    flock /work/heavy.lock python analyses/interaction_study.py --out interaction-study --loss-rows 16
 
-Resumable through the pipeline's checkpoint: the stages can be run one at a time (e.g. first with
-``--edge-rows 0 --loss-rows 0`` for the bases alone, then again with edges, then with the loss curve);
-finished units are reused.  Prints the per-layer table, the edge sparsity and convergence, the
+Resumable through the pipeline's checkpoint: the stages can be run one at a time (the first command:
+bases, edges and SAE cosines; the second adds the held-out loss curve, reusing every finished unit).  Prints the per-layer table, the edge sparsity and convergence, the
 ablation curves, the SAE cosines, the stage timings of this invocation and the peak RSS.
 """
 
@@ -84,11 +84,16 @@ def main(argv=None) -> int:
     ap.add_argument("--row-len", type=int, default=128)
     ap.add_argument("--n-sources", type=int, default=4)
     ap.add_argument("--edge-directions", type=int, default=32)
-    ap.add_argument("--edge-rows", type=int, default=8)
-    ap.add_argument("--edge-steps", type=int, default=8)
+    ap.add_argument("--edge-rows", type=int, default=64)
+    ap.add_argument("--edge-steps", type=int, default=3)
+    ap.add_argument("--edge-rule", default="gauss")
+    ap.add_argument("--edge-baseline", default="mean")
+    ap.add_argument("--zero-check", action="store_true",
+                    help="also show the convergence of the zero-baseline edges on the convergence rows")
     ap.add_argument("--convergence-rows", type=int, default=2)
-    ap.add_argument("--convergence-steps", default="1,2,4,8,16")
-    ap.add_argument("--loss-rows", type=int, default=16)
+    ap.add_argument("--convergence-steps", default="1,2,3,4,8")
+    ap.add_argument("--loss-rows", type=int, default=0, help="held-out rows of the loss curve (0: a later "
+                    "invocation with e.g. 16 adds it, reusing every finished unit)")
     ap.add_argument("--ablation-n", default="4,16,64,256")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report-only", action="store_true", help="print the report of the result saved in --out")
@@ -101,19 +106,49 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     params = InteractionParams(layers=args.layers, n_rows=args.n_rows, row_len=args.row_len, n_sources=args.n_sources,
                                edge_directions=args.edge_directions, edge_rows=args.edge_rows,
-                               edge_steps=args.edge_steps, convergence_rows=args.convergence_rows,
+                               edge_steps=args.edge_steps, edge_rule=args.edge_rule, edge_baseline=args.edge_baseline,
+                               convergence_rows=args.convergence_rows,
                                convergence_steps=args.convergence_steps, loss_rows=args.loss_rows,
                                ablation_n=args.ablation_n)
     t0 = time.perf_counter()
     try:
-        res = pipeline.run(args.model, args.layers, args.out, params, sae=args.sae,
+        params.validate()
+        from featuregeo.io.models import load_model
+
+        model = load_model(args.model, threads=args.threads)
+        res = pipeline.run(model, args.layers, args.out, params, sae=args.sae,
                            progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", file=sys.stderr,
                                                     flush=True))
     except InputError as e:
         print(f"interaction_study: error: {e}", file=sys.stderr)
         return 2
     report(res)
+    if args.zero_check and params.convergence_rows > 0:
+        zero_check(model, res)
     return 0
+
+
+def zero_check(model, res) -> None:
+    """Convergence of the edges of the first transition on the first row with the origin as the baseline
+    (METHODS.md's formula as written) next to the mean baseline, same quadrature rule, top 8 directions."""
+    from featuregeo.io.interaction_hooks import block_step, section_activations
+    from featuregeo.tl.interaction import convergence, token_rows
+
+    p = res.params
+    layers = p.node_layers
+    rows = token_rows(model.tokenizer, p.n_rows, p.row_len, split="train", seed=p.seed)
+    acts, bos = section_activations(model, rows[:1], layers)
+    full, _ = section_activations(model, rows, layers[:-1])
+    for i, L in enumerate(layers[:1]):  # the first transition: the check costs ~ an edge set per transition
+        step = block_step(model, L + 1, bos[L], p.row_len, dtype=p.dtype)
+        b_in, b_out = res.layers[i].basis, res.layers[i + 1].basis
+        mean = full[L].reshape(-1, full[L].shape[-1]).mean(axis=0, dtype=np.float64)
+        for name, base in (("zero", None), ("mean", mean)):
+            c = convergence(acts[L], step, b_in, b_out, n_in=8, n_out=8, step_counts=(1, 2, 4, 8, 16),
+                            rule=p.edge_rule, baseline=base, dtype=p.dtype, batch_size=2)
+            print(f"edges {L}->{L + 1} baseline {name} ({p.edge_rule}, {c.n_rows} rows, top 8): rel. change vs 16 "
+                  "nodes " + ", ".join(f"{s}:{x:.2g}" for s, x in zip(c.steps, c.rel_change)) + "; total "
+                  + ", ".join(f"{t:.3g}" for t in c.total), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ def test_parse_section():
     ({"jacobian": "exactly"}, "jacobian: expected one of stochastic, exact"),
     ({"dtype": "float16"}, "dtype: expected one of float32, float64"),
     ({"edge_rows": 100}, "edge_rows: expected an integer >= 0 and <= 64"),
+    ({"edge_rule": "simpson"}, "edge_rule: expected one of gauss, midpoint"),
+    ({"edge_baseline": "median"}, "edge_baseline: expected one of mean, zero"),
+    ({"edge_compile": "yes"}, "edge_compile: expected True or False"),
     ({"convergence_steps": (4, 2)}, "convergence_steps: expected increasing positive integers"),
     ({"ablation_n": "4,x"}, "ablation_n: expected increasing integers"),
 ])
@@ -102,6 +105,45 @@ def test_block_step_reproduces_the_residual_stream(default_model, tiny_rows):
     assert np.max(np.abs(y - acts[6])) < 1e-4 * scale
 
 
+def test_gemma_edges_converge_from_the_mean_not_from_zero(default_model, tiny_rows):
+    """Block 6 of Gemma 3 270M (RMSNorm before attention and MLP), float64, PCA bases, 1 row x 12 tokens: from
+    the zero baseline the edges keep growing with the nodes (the 1/a integrand of a scale-invariant branch);
+    from the mean activation they converge (Gauss-Legendre, monotone, < 1e-3 relative change at 4 nodes against 8)."""
+    from featuregeo.io.interaction_hooks import block_step, section_activations
+    from featuregeo.tl.interaction import convergence, pca_basis
+
+    acts, bos = section_activations(default_model, tiny_rows[0], [5, 6])
+    step = block_step(default_model, 6, bos[5], acts[5].shape[1], dtype="float64")
+    b5, b6 = pca_basis(5, acts[5], 1e-9), pca_basis(6, acts[6], 1e-9)
+    kw = dict(n_in=4, n_out=4, step_counts=(1, 2, 4, 8), dtype="float64")
+    x = acts[5][:1]
+    zero = convergence(x, step, b5, b6, baseline=None, **kw)
+    mean = convergence(x, step, b5, b6, baseline=acts[5].reshape(-1, 640).mean(0, dtype=np.float64), **kw)
+    assert zero.total[3] > 1.1 * zero.total[2] > 1.2 * zero.total[1] and zero.rel_change[2] > 0.1
+    rc = mean.rel_change
+    assert all(b <= a for a, b in zip(rc, rc[1:])) and rc[2] < 1e-3, rc
+
+
+@pytest.mark.slow
+def test_compiled_edges_equal_eager(default_model, tiny_rows):
+    """torch.compile of the vmapped JVPs (float32, Gemma block 6) gives the eager edges, and is reused."""
+    from featuregeo.io.interaction_hooks import block_step, section_activations
+    from featuregeo.tl.interaction import edge_matrix, pca_basis
+
+    acts, bos = section_activations(default_model, tiny_rows[0], [5, 6])
+    step = block_step(default_model, 6, bos[5], acts[5].shape[1])
+    b5, b6 = pca_basis(5, acts[5], 1e-9), pca_basis(6, acts[6], 1e-9)
+    kw = dict(n_in=4, n_out=4, steps=2, baseline=acts[5].reshape(-1, 640).mean(0), batch_size=1, chunk=4,
+              dtype="float32")
+    eager = edge_matrix(acts[5], step, b5, b6, compiled=False, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="edges: torch.compile failed")  # no silent eager fallback
+        comp = edge_matrix(acts[5], step, b5, b6, compiled=True, **kw)
+    assert np.allclose(comp, eager, rtol=1e-4, atol=1e-6 * eager.max())
+
+
 def test_project_residual_identity_keeps_the_loss(default_model, tiny_rows):
     from featuregeo.io.hooks import heldout_loss
     from featuregeo.io.interaction_hooks import project_residual
@@ -125,7 +167,7 @@ def test_analyze_on_the_real_model(default_model, tmp_path):
     rows[:, 0] = default_model.bos_token_id
     rows[1, 1:] = np.arange(2000, 2008)
     params = InteractionParams(layers=(5, 6), n_rows=2, row_len=8, edge_directions=3, edge_steps=1, edge_rows=1,
-                               convergence_rows=0, loss_rows=0)
+                               convergence_rows=0, loss_rows=0, edge_compile=False)
     res = interaction.analyze(default_model, params, rows=rows)
     b5, b6 = res.layers[0].basis, res.layers[1].basis
     assert b5.method == "interaction" and b6.method == "pca" and 0 < b5.n_kept <= b5.n_gram <= 16
@@ -145,7 +187,7 @@ def test_pipeline_on_the_real_model(default_model, tmp_path):
     from featuregeo.pl.interaction import FIGURES
 
     params = InteractionParams(layers=(5, 6), n_rows=2, row_len=12, edge_directions=4, edge_steps=2, edge_rows=1,
-                               convergence_steps=(1, 2), convergence_rows=1, loss_rows=0)
+                               convergence_steps=(1, 2), convergence_rows=1, loss_rows=0, edge_compile=False)
     res = pipe.run(default_model, "5-6", tmp_path, params, sae="none", progress=None)
     assert [r.layer for r in res.layers] == [5, 6] and res.n_tokens == 24
     assert res.layers[-1].basis.method == "pca" and res.layers[0].basis.method == "interaction"

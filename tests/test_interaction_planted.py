@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from featuregeo.tl.interaction.basis import build_bases, eig_desc, extend, gram_matrix, m_prime, extended_step
-from featuregeo.tl.interaction.edges import convergence, edge_matrix, top_fraction
+from featuregeo.tl.interaction.edges import convergence, edge_matrix, quadrature, top_fraction
 
 TOL = 1e-8
 
@@ -219,3 +219,79 @@ def test_top_fraction():
     assert top_fraction(e) == 1.0
     assert top_fraction(np.ones(100)) == pytest.approx(0.01)
     assert np.isnan(top_fraction(np.zeros(5)))
+
+
+def test_quadrature_rules():
+    for n in (1, 2, 3, 5):
+        x, w = quadrature(n, "gauss")
+        assert np.all((x > 0) & (x < 1)) and w.sum() == pytest.approx(1.0, abs=1e-15)
+        for deg in range(2 * n):  # Gauss-Legendre: exact up to degree 2n - 1
+            assert np.dot(w, x ** deg) == pytest.approx(1.0 / (deg + 1), abs=1e-14)
+    x, w = quadrature(4, "midpoint")
+    assert np.allclose(x, [0.125, 0.375, 0.625, 0.875]) and np.allclose(w, 0.25)
+
+
+def test_linear_edges_with_the_mean_baseline_use_the_feature_variance(linear_net):
+    """Mean baseline: a linear layer's edge is (C'^T W~ P)_ij^2 Var(f^_j) (the folded constant is not scaled)."""
+    x0, (W1, b1, W2, b2), steps, acts = linear_net
+    bases = build_bases([0, 1, 2], acts, steps, mode="exact", dtype="float64")
+    mean = acts[1].reshape(-1, 5).mean(axis=0)
+    K = bases[2].C.T @ folded(W2, b2) @ bases[1].P
+    var = bases[1].features(acts[1].reshape(-1, 5)).var(axis=0)
+    for steps_ in (1, 3):
+        E = edge_matrix(acts[1], steps[1], bases[1], bases[2], n_in=4, n_out=4, steps=steps_, baseline=mean,
+                        dtype="float64")
+        assert np.allclose(E, K ** 2 * var[None, :], rtol=TOL, atol=TOL * E.max())
+
+
+def test_edges_are_invariant_under_reparameterisation(rng):
+    """Both baselines: f -> A f with the next weight times A^-1 leaves the edges unchanged."""
+    x0 = rng.normal(size=(30, 2, 4)) + 1.0
+    W1, b1 = rng.normal(size=(5, 4)), rng.normal(size=5)
+    W2, b2 = rng.normal(size=(3, 5)), rng.normal(size=3)
+    A = rng.normal(size=(5, 5)) + 3 * np.eye(5)
+    nets = {"plain": [affine(W1, b1), affine(W2, b2, torch.tanh)],
+            "reparam": [affine(A @ W1, A @ b1), affine(W2 @ np.linalg.inv(A), b2, torch.tanh)]}
+    out = {}
+    for name, steps in nets.items():
+        acts = run(steps, x0)
+        bases = build_bases([0, 1, 2], acts, steps, mode="exact", dtype="float64")
+        mean = acts[1].reshape(-1, 5).mean(axis=0)
+        out[name] = [edge_matrix(acts[1], steps[1], bases[1], bases[2], n_in=4, n_out=3, steps=4, baseline=b,
+                                 dtype="float64") for b in (None, mean)]
+    for a, b in zip(out["plain"], out["reparam"]):
+        assert np.allclose(a, b, rtol=1e-8, atol=1e-8 * a.max())
+
+
+def _rms_block(rng, d=6, eps=1e-12):
+    """A pre-norm residual block y = x + W2 tanh(W1 rmsnorm(x)) on data with a large mean (a residual stream)."""
+    W1, W2 = torch.as_tensor(rng.normal(size=(8, d))), torch.as_tensor(rng.normal(size=(d, 8)) / 3)
+
+    def step(x, c):
+        h = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + eps)
+        return x + torch.tanh(h @ W1.T) @ W2.T
+
+    x0 = rng.normal(size=(12, 3, d)) + 4.0 * np.r_[1.0, np.zeros(d - 1)]
+    return [step], run([step], x0)
+
+
+def test_edges_behind_rmsnorm_converge_from_the_mean_but_not_from_zero(rng):
+    """The scale-invariant branch makes the zero-baseline integrand ~ 1/a: its edges grow with every doubling of
+    the nodes (set by how close to a = 0 the rule reaches); from the mean the path avoids the origin and the
+    edges converge (monotone; Gauss-Legendre below 1e-5 relative change by 16 nodes)."""
+    steps, acts = _rms_block(rng)
+    bases = build_bases([0, 1], acts, steps, mode="exact", dtype="float64")
+    mean = acts[0].reshape(-1, acts[0].shape[-1]).mean(axis=0)
+    counts = (1, 2, 4, 8, 16, 32)
+    kw = dict(n_in=5, n_out=5, step_counts=counts, dtype="float64")
+    zero = convergence(acts[0], steps[0], bases[0], bases[1], baseline=None, rule="midpoint", **kw)
+    assert all(b > 1.02 * a for a, b in zip(zero.total[2:], zero.total[3:]))  # keeps growing
+    assert zero.rel_change[-2] > 0.05  # 16 vs 32 nodes still differ by > 5 %
+    for rule in ("gauss", "midpoint"):
+        mean_c = convergence(acts[0], steps[0], bases[0], bases[1], baseline=mean, rule=rule, **kw)
+        rc = mean_c.rel_change
+        assert all(b <= a for a, b in zip(rc[1:], rc[2:])) and rc[-2] < 1e-3, (rule, rc)
+        if rule == "gauss":  # spectral: ~1e-4 at 8 nodes, ~1e-7 at 16
+            assert rc[3] < 1e-3 and rc[4] < 1e-5, rc
+        assert mean_c.baseline == "mean" and mean_c.rule == rule
+    assert zero.total[-1] > 3 * mean_c.total[-1]

@@ -19,7 +19,8 @@ def params_from_args(args):
         layers=args.layers, n_rows=args.n_rows, row_len=args.row_len, batch_size=args.batch_size,
         jacobian=args.jacobian, n_sources=args.n_sources, gram_threshold=args.gram_threshold,
         m_threshold=args.m_threshold, dtype=args.dtype, edge_directions=args.edge_directions,
-        edge_steps=args.edge_steps, edge_rows=args.edge_rows, convergence_steps=args.convergence_steps,
+        edge_steps=args.edge_steps, edge_rule=args.edge_rule, edge_baseline=args.edge_baseline,
+        edge_compile=not args.no_compile, edge_rows=args.edge_rows, convergence_steps=args.convergence_steps,
         convergence_rows=args.convergence_rows, ablation_n=args.ablation_n, loss_rows=args.loss_rows,
         loss_row_len=args.loss_row_len, sae_directions=args.sae_directions, seed=args.seed)
 
@@ -60,9 +61,13 @@ def add(sub) -> None:
     p.add_argument("--m-threshold", type=float, default=1e-9, help="relative eigenvalue cut-off of M")
     p.add_argument("--dtype", default="float32", help="dtype of the model's passes (float32 or float64)")
     p.add_argument("--edge-directions", type=int, default=32, help="top directions per layer in the edges")
-    p.add_argument("--edge-steps", type=int, default=8, help="integration steps of the edges")
+    p.add_argument("--edge-steps", type=int, default=3, help="quadrature nodes of the edges' integral (default 3)")
+    p.add_argument("--edge-rule", default="gauss", help="quadrature rule: gauss (Gauss-Legendre) or midpoint")
+    p.add_argument("--edge-baseline", default="mean", help="start of the integration path: mean (the layer's mean "
+                   "activation) or zero (the origin; diverges behind RMSNorm)")
+    p.add_argument("--no-compile", action="store_true", help="edges without torch.compile (eager mode)")
     p.add_argument("--edge-rows", type=int, default=16, help="rows used for the edges (0 skips them)")
-    p.add_argument("--convergence-steps", default="1,2,4,8,16", help="step counts of the convergence check")
+    p.add_argument("--convergence-steps", default="1,2,3,4,8", help="node counts of the convergence check")
     p.add_argument("--convergence-rows", type=int, default=2, help="rows of the convergence check (0 skips it)")
     p.add_argument("--ablation-n", default="4,16,64,256", help="keep-top-n values of the loss curve")
     p.add_argument("--loss-rows", type=int, default=16, help="held-out rows for the loss curve (0 skips it)")

@@ -103,16 +103,18 @@ def edge_matrices(result: InteractionResult, path: str | Path) -> Path:
 
 
 def convergence(result: InteractionResult, path: str | Path) -> Path:
-    """Relative change of the edges against the number of integration steps."""
+    """Relative change of the edges against the number of quadrature nodes (the run's rule and baseline)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+    how = ""
     for es in result.edges:
         c = es.convergence
         if c is None or len(c.steps) < 2:
             continue
+        how = f" ({c.rule} nodes, {c.baseline} baseline)"
         ax.plot(c.steps[:-1], np.maximum(c.rel_change[:-1], 1e-16), "o-", label=f"{es.layer_in}->{es.layer_out}")
-    ax.set(xscale="log", yscale="log", xlabel="integration steps",
-           ylabel="||E(n) - E(max)|| / ||E(max)||", title="edge convergence (midpoint rule)")
+    ax.set(xscale="log", yscale="log", xlabel="quadrature nodes",
+           ylabel="||E(n) - E(max)|| / ||E(max)||", title="edge convergence" + how)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -40,18 +40,22 @@ from featuregeo.tl.interaction.basis import (LayerBasis, basis_from_m, build_bas
                                              extended_step, gram_matrix, m_prime, pca_basis)
 from featuregeo.tl.interaction.compare import AblationCurve, SaeMatch, best_cosines, clip_ns, sae_match
 from featuregeo.tl.interaction.data import token_rows
-from featuregeo.tl.interaction.edges import Convergence, EdgeSet, convergence, edge_matrix, top_fraction
-from featuregeo.tl.interaction.params import DTYPES, JACOBIAN_MODES, InteractionParams, parse_section
+from featuregeo.tl.interaction.edges import Convergence, EdgeSet, convergence, edge_matrix, quadrature, top_fraction
+from featuregeo.tl.interaction.params import (DTYPES, EDGE_BASELINES, EDGE_RULES, JACOBIAN_MODES, InteractionParams,
+                                              parse_section)
 from featuregeo.tl.interaction.result import InteractionLayer, InteractionResult
 
 __all__ = [
     "InteractionParams", "InteractionResult", "InteractionLayer", "LayerBasis", "EdgeSet", "Convergence",
     "AblationCurve", "SaeMatch", "analyze", "check_inputs", "parse_section", "JACOBIAN_MODES", "DTYPES",
     "build_bases", "basis_from_m", "pca_basis", "gram_matrix", "m_prime", "extended_step", "eig_desc", "extend",
-    "edge_matrix", "convergence", "top_fraction", "best_cosines", "sae_match", "token_rows", "model_fingerprint",
+    "edge_matrix", "convergence", "quadrature", "EDGE_RULES", "EDGE_BASELINES", "top_fraction", "best_cosines",
+    "sae_match", "token_rows", "model_fingerprint",
 ]
 
 LOSS_BATCH = 4
+#: rows and directions per vmapped pass of the edges (with 3 nodes and 128 tokens: 24,576 token-tangents)
+EDGE_BATCH, EDGE_CHUNK = 2, 32
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
@@ -149,25 +153,31 @@ def analyze(model: LoadedModel, params: InteractionParams | None = None, *, suit
     k = params.edge_directions
     if params.edge_rows > 0:
         sub = [a[: params.edge_rows] for a in acts]
+        means = [a.reshape(-1, a.shape[-1]).mean(axis=0, dtype=np.float64) if params.edge_baseline == "mean"
+                 else None for a in acts]
+        ekw = dict(rule=params.edge_rule, dtype=params.dtype)
         for i in range(len(layers) - 1):
             for method, bs, store in (("interaction", bases, edges), ("pca", pcas, pca_edges)):
                 def compute(i=i, bs=bs, method=method) -> EdgeSet:
                     E = edge_matrix(sub[i], steps[i], bs[i], bs[i + 1], n_in=k, n_out=k, steps=params.edge_steps,
-                                    batch_size=params.batch_size, dtype=params.dtype)
+                                    baseline=means[i], batch_size=EDGE_BATCH, chunk=min(k, EDGE_CHUNK),
+                                    compiled=params.edge_compile, progress=progress, **ekw)
                     conv = None
                     if method == "interaction" and params.convergence_rows > 0:
                         kc = min(8, k)
                         conv = convergence(acts[i][: params.convergence_rows], steps[i], bs[i], bs[i + 1], n_in=kc,
-                                           n_out=kc, step_counts=params.convergence_steps,
-                                           batch_size=params.batch_size, dtype=params.dtype)
+                                           n_out=kc, step_counts=params.convergence_steps, baseline=means[i],
+                                           batch_size=EDGE_BATCH, **ekw)
                     say(progress, f"interaction: edges {layers[i]}->{layers[i + 1]} ({method}): top-1% mass "
                                   f"{top_fraction(E):.3f}")
                     return EdgeSet(layer_in=layers[i], layer_out=layers[i + 1], method=method, edges=E,
                                    steps=params.edge_steps, n_rows=int(sub[i].shape[0]),
-                                   n_tokens=int(sub[i].shape[0] * T), top1_mass=top_fraction(E), convergence=conv)
+                                   n_tokens=int(sub[i].shape[0] * T), top1_mass=top_fraction(E), convergence=conv,
+                                   rule=params.edge_rule, baseline=params.edge_baseline)
 
                 fp = fingerprint("interaction.edges", method, fps.get(i, ""), fps.get(i + 1, ""), mfp, rows_fp, k,
-                                 params.edge_steps, params.edge_rows, params.convergence_steps,
+                                 params.edge_steps, params.edge_rule, params.edge_baseline, params.edge_rows,
+                                 params.convergence_steps,
                                  params.convergence_rows, params.dtype,
                                  fingerprint(bs[i].C) if method == "pca" else "")
                 store.append(_unit(checkpoint, f"edges_{layers[i]}_{layers[i + 1]}_{method}", fp, compute, EdgeSet))

@@ -8,10 +8,12 @@ from typing import Any
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import Params, check_choice, check_float, check_int
 
-__all__ = ["InteractionParams", "JACOBIAN_MODES", "DTYPES", "parse_section"]
+__all__ = ["InteractionParams", "JACOBIAN_MODES", "DTYPES", "EDGE_RULES", "EDGE_BASELINES", "parse_section"]
 
 JACOBIAN_MODES = ("stochastic", "exact")
 DTYPES = ("float32", "float64")
+EDGE_RULES = ("gauss", "midpoint")
+EDGE_BASELINES = ("mean", "zero")
 
 
 def parse_section(spec: Any) -> tuple[int, int]:
@@ -79,12 +81,20 @@ class InteractionParams(Params):
         the basis are always float64.
     edge_directions : int, default=32
         Edges are computed between the top ``edge_directions`` directions of adjacent layers.
-    edge_steps : int, default=8
-        Integration steps of the integrated gradients (midpoint rule on [0, 1]).
+    edge_steps : int, default=3
+        Quadrature nodes of the integrated gradients on [0, 1].
+    edge_rule : {"gauss", "midpoint"}, default="gauss"
+        Gauss-Legendre or midpoint quadrature.
+    edge_baseline : {"mean", "zero"}, default="mean"
+        Start of the integration path: the mean activation of the node layer (the folded constant
+        held at 1), or the origin (METHODS.md's formula as written; diverges behind RMSNorm, see
+        :mod:`~featuregeo.tl.interaction.edges`).
     edge_rows : int, default=16
         Rows (the first of the ``n_rows``) used for the edges.
-    convergence_steps : tuple of int, default=(1, 2, 4, 8, 16)
-        Step counts compared to show the integral's convergence (increasing).
+    edge_compile : bool, default=True
+        Run the edges' Jacobian-vector products through ``torch.compile`` (falls back to eager mode).
+    convergence_steps : tuple of int, default=(1, 2, 3, 4, 8)
+        Node counts compared to show the integral's convergence (increasing).
     convergence_rows : int, default=2
         Rows used for the convergence check.
     ablation_n : tuple of int, default=(4, 16, 64, 256)
@@ -110,9 +120,12 @@ class InteractionParams(Params):
     m_threshold: float = 1e-9
     dtype: str = "float32"
     edge_directions: int = 32
-    edge_steps: int = 8
+    edge_steps: int = 3
+    edge_rule: str = "gauss"
+    edge_baseline: str = "mean"
     edge_rows: int = 16
-    convergence_steps: tuple[int, ...] = (1, 2, 4, 8, 16)
+    edge_compile: bool = True
+    convergence_steps: tuple[int, ...] = (1, 2, 3, 4, 8)
     convergence_rows: int = 2
     ablation_n: tuple[int, ...] = (4, 16, 64, 256)
     loss_rows: int = 16
@@ -153,7 +166,11 @@ class InteractionParams(Params):
         check_choice("dtype", self.dtype, DTYPES)
         check_int("edge_directions", self.edge_directions, minimum=1)
         check_int("edge_steps", self.edge_steps, minimum=1)
+        check_choice("edge_rule", self.edge_rule, EDGE_RULES)
+        check_choice("edge_baseline", self.edge_baseline, EDGE_BASELINES)
         check_int("edge_rows", self.edge_rows, minimum=0, maximum=self.n_rows)
+        if not isinstance(self.edge_compile, bool):
+            raise InputError(f"edge_compile: expected True or False. Got {self.edge_compile!r} instead.")
         for name in ("convergence_steps", "ablation_n"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in v) \
