@@ -96,6 +96,11 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
     assert sorted(feats.layer.unique()) == [4, 12] and len(feats) == 2 * 2048
     assert "lobe_2" in feats.columns and feats.loc[feats.layer == 12, "lobe_2"].notna().any()
     assert (out / "atlas" / "index.html").is_file()
+    # the findings report judges the claims this run has results for, from its own result files
+    rep = json.loads((out / "report.json").read_text())
+    verdicts = {c["id"]: c["verdict"] for c in rep["claims"]}
+    assert s["report"] == str(out / "report.html") and (out / "report.html").is_file()
+    assert verdicts["galaxy.clustering_entropy"] != "no results" and verdicts["lens.tuned_beats_logit"] == "no results"
     # one forward pass: the galaxy's activations and the layer rows came from the harvest's pass
     shared = s["shared_forward_pass"]["rows_from_this_runs_harvest_pass"]
     assert shared == {"galaxy": s["settings"]["galaxy_blocks"], "layers": 16}
