@@ -23,6 +23,7 @@ from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_json, fingerprint
 from featuregeo.io.corpus import Block, Corpus, Document, blocks
+from featuregeo.io.harvest.dashboards import write_logit_effects
 from featuregeo.io.harvest.files import (FORMAT_VERSION, MANIFEST, check_out_dir, npy_bytes, npz_bytes,
                                          read_manifest, shard_name, write_file)
 from featuregeo.io.harvest.params import HarvestError, HarvestParams
@@ -150,6 +151,7 @@ def open_harvest_dir(plan: HarvestPlan) -> None:
     plan.out.mkdir(parents=True, exist_ok=True)
     if plan.fresh:
         shutil.rmtree(plan.out / "acts", ignore_errors=True)  # activation files of a shard that never finished
+        shutil.rmtree(plan.out / "dashboards", ignore_errors=True)  # logit effects of an abandoned start
         atomic_write_json(plan.out / MANIFEST, plan.manifest)
     (plan.out / "shards").mkdir(exist_ok=True)
 
@@ -164,15 +166,24 @@ def activation_scale(plan: HarvestPlan, layer: int, acts) -> float:
     return float(scales[str(layer)])
 
 
-def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block]
+def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], dashboards: dict | None = None
                   ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
     """One shard through the model: per SAE layer a bool [blocks, d_sae] firing matrix, per layer the
-    scaled float16 activations (when stored), and the number of tokens read."""
+    scaled float16 activations (when stored), and the number of tokens read.
+
+    When ``dashboards`` is a dict it is filled with one
+    :class:`~featuregeo.io.harvest.dashcollect.ShardDashboards` per SAE layer, collected from the
+    same forward pass (``plan.params.dashboards`` must be on)."""
     import torch
+
+    from featuregeo.io.harvest.dashcollect import ShardDashboards
 
     p = plan.params
     fired: dict[int, list[np.ndarray]] = {L: [] for L in plan.sae_layers}
     acts_out: dict[int, list[np.ndarray]] = {L: [] for L in plan.layers} if p.store_activations else {}
+    if dashboards is not None:
+        dashboards.update({L: ShardDashboards(int(plan.saes[L].cfg.d_sae), p.dashboard_k, p.dashboard_window)
+                           for L in plan.sae_layers})
     n_tokens = 0
     for rb in iter_residual_stream(model, [b.input_ids for b in shard], plan.layers, batch_size=p.batch_size,
                                    seq_len=None, add_bos=False, drop_bos=True, out_dtype="float32"):
@@ -189,15 +200,20 @@ def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block]
                 sae = plan.saes[L]
                 with torch.inference_mode():
                     f = sae.encode(a.to(sae.W_dec.dtype))
-                f = f.masked_fill(~mask[..., None], 0)
-                fired[L].append((f > p.threshold).any(dim=1).numpy())
+                    f = f.masked_fill(~mask[..., None], 0)
+                    fired[L].append((f > p.threshold).any(dim=1).numpy())
+                    if dashboards is not None:
+                        dashboards[L].add(f.float(), mask)
         n_tokens += int(mask.sum())
     return ({L: np.concatenate(v) for L, v in fired.items()}, {L: np.concatenate(v) for L, v in acts_out.items()},
             n_tokens)
 
 
-def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays of a shard file: block metadata and, per SAE layer, the firing matrix as CSR parts."""
+def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray], dashboards: dict | None = None,
+                 tokenizer=None) -> dict[str, np.ndarray]:
+    """The arrays of a shard file: block metadata and, per SAE layer, the firing matrix as CSR parts
+    (plus, with ``dashboards`` from :func:`harvest_shard`, the block tokens, their strings decoded
+    with ``tokenizer`` and each layer's ``dash_L_*`` arrays)."""
     arrays = {
         "doc_id": np.array([b.doc_id for b in shard]),
         "genre": np.array([b.genre for b in shard]),
@@ -210,7 +226,26 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, 
                                                     ).astype(np.int64)
         arrays[f"fire_{L}_indices"] = cols.astype(np.int32)
         arrays[f"fire_{L}_shape"] = np.array(fb.shape, dtype=np.int64)
+    if dashboards:
+        from featuregeo.io.harvest.dashcollect import token_strings
+
+        tokens = np.array([np.asarray(b.input_ids)[1:] for b in shard], dtype=np.int32)  # BOS dropped
+        arrays["tokens"] = tokens
+        arrays.update(token_strings(tokenizer, tokens.ravel()))
+        for L, dash in dashboards.items():
+            arrays.update(dash.arrays(f"dash_{L}_"))
     return arrays
+
+
+def shard_files(model: LoadedModel, plan: HarvestPlan, shard: list[Block]
+                ) -> tuple[bytes, dict[int, np.ndarray], int]:
+    """Everything one shard writes, computed from one forward pass: the shard file's bytes (firing,
+    and dashboards when ``plan.params.dashboards``), the activations per layer (when stored), and
+    the number of tokens read.  Depends only on the shard's blocks and the plan, so a shard computed
+    anywhere (another process, another machine) gives the same bytes."""
+    dash: dict | None = {} if plan.params.dashboards and plan.saes else None
+    fired, acts, n_tok = harvest_shard(model, plan, shard, dash)
+    return npz_bytes(shard_arrays(shard, fired, dash, model.tokenizer)), acts, n_tok
 
 
 def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | Path,
@@ -257,15 +292,16 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
     say = progress or (lambda line: None)
     with Checkpoint(plan.out / ".checkpoint"):  # the lock: one process writes a harvest directory
         open_harvest_dir(plan)
+        write_logit_effects(model, plan, say)  # once per layer, before the shards (resumable)
         t0, tokens, new_shards, n_blocks, index = time.perf_counter(), 0, 0, 0, 0
         for shard in batches(block_iter, plan.params.shard_blocks):
             path = plan.out / "shards" / shard_name(index)
             n_blocks += len(shard)
             if not path.exists():  # finished earlier: skip without running the model
-                fired, acts, n_tok = harvest_shard(model, plan, shard)
+                data, acts, n_tok = shard_files(model, plan, shard)
                 for L, x in acts.items():
                     write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
-                write_file(path, npz_bytes(shard_arrays(shard, fired)))  # the shard file marks the shard done
+                write_file(path, data)  # the shard file marks the shard done
                 tokens += n_tok
                 new_shards += 1
                 say(f"harvest: shard {index} done, {n_blocks} blocks, "
