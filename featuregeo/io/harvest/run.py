@@ -202,8 +202,8 @@ def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], das
                     f = sae.encode(a.to(sae.W_dec.dtype))
                     f = f.masked_fill(~mask[..., None], 0)
                     fired[L].append((f > p.threshold).any(dim=1).numpy())
-                    if dashboards is not None:
-                        dashboards[L].add(f.float(), mask)
+                    if dashboards is not None:  # the block's text tokens: the last block_len positions
+                        dashboards[L].add(f[:, -p.block_len:].float(), mask[:, -p.block_len:])
         n_tokens += int(mask.sum())
     return ({L: np.concatenate(v) for L, v in fired.items()}, {L: np.concatenate(v) for L, v in acts_out.items()},
             n_tokens)
@@ -229,7 +229,8 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray], dashboards: d
     if dashboards:
         from featuregeo.io.harvest.dashcollect import token_strings
 
-        tokens = np.array([np.asarray(b.input_ids)[1:] for b in shard], dtype=np.int32)  # BOS dropped
+        T = len(shard[0].input_ids) - 1  # BOS dropped: the text tokens, as harvest_shard reads them
+        tokens = np.array([np.asarray(b.input_ids)[-T:] for b in shard], dtype=np.int32)
         arrays["tokens"] = tokens
         arrays.update(token_strings(tokenizer, tokens.ravel()))
         for L, dash in dashboards.items():
