@@ -285,7 +285,7 @@ def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: I
 def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params: AtlasParams | None = None,
         lobes: str | Path | None = None, atoms: str | Path | None = None, galaxy: str | Path | None = None,
         harvest: str | Path | None = None, labels: Iterable[str | Path] = (),
-        figures: dict[str, str | Path] | None = None,
+        figures: dict[str, str | Path] | None = None, export_json: str | Path | None = None,
         progress: Callable[[str], None] | None = log) -> AtlasResult:
     """The atlas of a source in ``out`` (static site + tables + ``atlas.json``); resumes finished layers.
 
@@ -307,6 +307,9 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     figures : dict, optional
         ``{analysis: output directory}`` of layer-wise analyses (one of :data:`FIGURE_ANALYSES`:
         ``layers``, ``lens``, ``updates``, ``interaction``) whose figures the side panel shows.
+    export_json : path, optional
+        Also write every feature's dashboard (from ``harvest``) as ``DIR/layer_L/<id>.json``
+        (:func:`featuregeo.io.harvest.export_json`; user and Neuronpedia labels win over automatic ones).
     progress : callable, optional
 
     Returns
@@ -321,6 +324,8 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     from featuregeo.io import open_suite
 
     params = (params or AtlasParams()).validate()
+    if export_json is not None and harvest is None:
+        raise InputError("--export-json: needs --harvest DIR (a harvest with dashboards)")
     out = output_dir(out)
     if lobes is not None:
         _lobes_result(lobes)  # readable, before any work
@@ -335,8 +340,30 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     if lobes is not None and not any(x.layer in suite.layers for x in _lobes_result(lobes).layers):
         raise InputError(f"--lobes: {lobes} has no lobes for layers {suite.layers}; expected the output "
                          "of `featuregeo lobes` for some of them")
+    export = None if export_json is None else output_dir(export_json, "--export-json")
     with Checkpoint(out / ".checkpoint") as ck:
-        return build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
+        res = build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
+    if export is not None:
+        write_exports(suite, inputs, export, progress)
+    return res
+
+
+def write_exports(suite, inputs: AtlasInputs, out: Path, progress=None) -> int:
+    """Every layer's dashboards as per-feature JSON files under ``out`` (user labels win); files written."""
+    from featuregeo.io.harvest import export_json
+
+    n = 0
+    for layer in suite.layers:
+        cloud = suite.load(layer)
+        li = inputs.for_layer(layer, cloud)
+        if li.dashboards is None:
+            continue
+        paths = export_json(li.dashboards.load(), out, labels=li.labels, source=cloud.provenance.neuronpedia_id
+                            or cloud.provenance.source)
+        n += len(paths)
+        if progress is not None:
+            progress(f"atlas: layer {layer} dashboards -> {len(paths)} JSON files in {out}/layer_{layer}")
+    return n
 
 
 __all__ = ["run", "atlas_inputs", "analysis_figures", "FIGURE_ANALYSES", "lobes_inputs", "crystal_inputs", "galaxy_inputs", "galaxy_figures",
