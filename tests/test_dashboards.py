@@ -136,9 +136,14 @@ def test_logit_effects_of_unembedding_rows(hv, planted):
 
 
 def test_one_shard_and_many_shards_give_identical_dashboards(default_model, hv, planted, tmp_path):
+    lines = []
     one = harvest(default_model, planted["docs"], tmp_path / "one", P.replace(shard_blocks=16),
-                  saes={LAYER: planted["sae"]})
+                  saes={LAYER: planted["sae"]}, progress=lines.append)
     assert one.n_shards == 1 < hv.n_shards
+    # the logit effects depend only on model and SAE: the second harvest takes them from the cache, same bytes
+    assert any("logit effects of layer 2 from the cache" in x for x in lines)
+    name = f"dashboards/logits_{LAYER}.npz"
+    assert (one.path / name).read_bytes() == (hv.path / name).read_bytes()
     a, b = one.dashboards(LAYER), hv.dashboards(LAYER)
     assert a == b and a.n_blocks == hv.n_blocks
     # an interrupted harvest resumes to the same dashboards

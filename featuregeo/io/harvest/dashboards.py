@@ -17,6 +17,7 @@ at most 512 features are screened in float32).
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from featuregeo.core.util import atomic_write_text
+from featuregeo.core.util import atomic_write_bytes, atomic_write_text
 from featuregeo.io.harvest.dashcollect import (HIST_EDGES, context_tokens, merge_top, read_strings, token_strings,
                                               window_offsets)
 
@@ -236,10 +237,24 @@ def logits_path(directory: Path, layer: int) -> Path:
     return Path(directory) / "dashboards" / f"logits_{layer}.npz"
 
 
-def write_logit_effects(model, plan, progress: Callable[[str], Any] | None = None) -> list[int]:
+def logits_cache_path(model, sae_checksum: str, m: int) -> Path:
+    """Where the logit effects of one SAE on one model are cached across harvests (they depend on
+    nothing else): ``$FEATUREGEO_CACHE/logit_effects/<hash>.npz``."""
+    from featuregeo.core.util import fingerprint
+    from featuregeo.io.lens_hooks import model_identity
+    from featuregeo.io.models.cache import featuregeo_cache_root
+
+    key = fingerprint("logit-effects", 1, model_identity(model), getattr(model, "dtype", None), sae_checksum, int(m))
+    return featuregeo_cache_root() / "logit_effects" / f"{key}.npz"
+
+
+def write_logit_effects(model, plan, progress: Callable[[str], Any] | None = None, *, cache: bool = True) -> list[int]:
     """``DIR/dashboards/logits_L.npz`` for every SAE layer of a harvest plan that lacks one (resumable).
 
-    Returns the layers written; none for a model without a final norm / unembedding (no logit effects).
+    With ``cache`` the result is also kept in (and taken from) the user cache
+    (:func:`logits_cache_path`, keyed by the model and the SAE's weight checksum), so a second
+    harvest of the same SAEs skips the computation.  Returns the layers written; none for a model
+    without a final norm / unembedding (no logit effects).
     """
     import time
 
@@ -256,13 +271,33 @@ def write_logit_effects(model, plan, progress: Callable[[str], Any] | None = Non
         if progress is not None:
             progress(f"harvest: no logit effects ({e})")
         return []
+    m = plan.params.dashboard_logits
     for L in todo:
         t0 = time.perf_counter()
+        cached = logits_cache_path(model, plan.manifest["config"]["saes"][str(L)]["checksum"], m) if cache else None
+        if cached is not None and cached.is_file():
+            try:
+                data = cached.read_bytes()
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    ok = z["pos_ids"].shape == (int(plan.saes[L].cfg.d_sae), m)
+            except (OSError, ValueError, KeyError):
+                ok = False
+            if ok:
+                write_file(logits_path(plan.out, L), data)
+                if progress is not None:
+                    progress(f"harvest: logit effects of layer {L} from the cache {cached}")
+                continue
         w = plan.saes[L].W_dec.detach().float().cpu().numpy()
-        pi, pv, ni, nv = logit_effects(readout, w, plan.params.dashboard_logits)
+        pi, pv, ni, nv = logit_effects(readout, w, m)
         arrays = {"pos_ids": pi.astype(np.int32), "pos_values": pv, "neg_ids": ni.astype(np.int32), "neg_values": nv,
                   **token_strings(model.tokenizer, np.concatenate([pi.ravel(), ni.ravel()]))}
-        write_file(logits_path(plan.out, L), npz_bytes(arrays))
+        data = npz_bytes(arrays)
+        write_file(logits_path(plan.out, L), data)
+        if cached is not None:
+            try:
+                atomic_write_bytes(cached, data)
+            except OSError:
+                pass  # a read-only cache only costs the next harvest this computation
         if progress is not None:
             progress(f"harvest: logit effects of layer {L} ({w.shape[0]} features) in {time.perf_counter() - t0:.1f}s")
     return todo
@@ -358,4 +393,4 @@ def export_json(dash: FeatureDashboards, out: str | Path, *, labels: dict[int, s
 
 
 __all__ = ["FeatureDashboards", "merge_shards", "logit_effects", "write_logit_effects", "read_logits",
-           "logits_path", "auto_label", "auto_labels", "feature_json", "export_json", "AUTO_PREFIX"]
+           "logits_path", "logits_cache_path", "auto_label", "auto_labels", "feature_json", "export_json", "AUTO_PREFIX"]
