@@ -5,7 +5,8 @@ they cost nothing at first paint.  Per layer, in the order of the layer's featur
 
 * ``ctx_block`` int32 [n, C] — harvest block of each shown context (-1 = none), ``ctx_pos``
   uint16 [n, C] the top token's position in it, ``ctx_max`` float32 [n, C] its activation, and
-  ``ctx_acts`` uint8 [n, C, window] the per-token activations as ``255 * a / ctx_max``;
+  ``ctx_acts4`` the per-token activations [n, C, window] as 4-bit levels ``round(15 * a / ctx_max)``,
+  two per byte (low nibble first; enough to highlight, the JSON export keeps 8 bits);
 * ``hist`` uint8 [n, bins] — histogram bar heights relative to the feature's fullest bin (a bin
   with any count is at least 1), over the fixed log-spaced ``edges``; ``density`` float32 [n];
 * ``lg_pos`` / ``lg_neg`` int32 [n, m] token ids and ``lg_pos_v`` / ``lg_neg_v`` float32 [n, m]
@@ -33,6 +34,14 @@ def hist_heights(hist: np.ndarray) -> np.ndarray:
     h = np.asarray(hist, dtype=np.float64)
     top = np.maximum(h.max(axis=1, keepdims=True), 1)
     return np.ceil(255.0 * h / top).astype(np.uint8)
+
+
+def nibbles(acts: np.ndarray) -> np.ndarray:
+    """uint8 activations (0..255) as 4-bit levels ``round(15 * a / 255)``, two per byte, low nibble first."""
+    q = np.rint(np.asarray(acts, dtype=np.float64).ravel() * 15.0 / 255.0).astype(np.uint8)
+    if q.size % 2:
+        q = np.concatenate([q, np.zeros(1, np.uint8)])
+    return (q[0::2] | (q[1::2] << 4)).astype(np.uint8)
 
 
 class SharedTokens:
@@ -78,7 +87,7 @@ def layer_payload(la: AtlasLayer, dash, params: AtlasParams, shared: SharedToken
     d = {"layer": la.layer, "n": int(ids.size), "contexts": C, "window": dash.window, "before": dash.before,
          "n_tokens": dash.n_tokens, "edges": [float(x) for x in dash.edges],
          "ctx_block": b64(blk, "i4"), "ctx_pos": b64(np.clip(dash.pos[ids, :C], 0, 65535), "u2"),
-         "ctx_max": b64(dash.value[ids, :C], "f4"), "ctx_acts": b64(dash.acts[ids, :C], "u1"),
+         "ctx_max": b64(dash.value[ids, :C], "f4"), "ctx_acts4": b64(nibbles(dash.acts[ids, :C]), "u1"),
          "hist": b64(hist_heights(dash.hist[ids]), "u1"), "bins": int(dash.hist.shape[1]),
          "density": b64(dash.density[ids], "f4"), "logits": m}
     if m:
@@ -103,4 +112,4 @@ def write_shared(out: Path, shared: SharedTokens) -> Path:
                                       f"window.ATLAS_ADD_TOKENS({script_json(shared.payload())});\n"))
 
 
-__all__ = ["write_dashboards", "write_shared", "layer_payload", "hist_heights", "SharedTokens"]
+__all__ = ["write_dashboards", "write_shared", "layer_payload", "hist_heights", "nibbles", "SharedTokens"]

@@ -83,7 +83,7 @@
     dash[raw.layer] = {
       layer: raw.layer, C: raw.contexts, W: raw.window, before: raw.before, nTokens: raw.n_tokens, edges: raw.edges,
       bins: raw.bins, m: raw.logits, block: decode(raw.ctx_block, "i4"), pos: decode(raw.ctx_pos, "u2"),
-      max: decode(raw.ctx_max, "f4"), acts: decode(raw.ctx_acts, "u1"), hist: decode(raw.hist, "u1"),
+      max: decode(raw.ctx_max, "f4"), acts4: decode(raw.ctx_acts4, "u1"), hist: decode(raw.hist, "u1"),
       density: decode(raw.density, "f4"), lgPos: decode(raw.lg_pos, "i4"), lgPosV: decode(raw.lg_pos_v, "f4"),
       lgNeg: decode(raw.lg_neg, "i4"), lgNegV: decode(raw.lg_neg_v, "f4"), text: null
     };
@@ -110,7 +110,7 @@
   atlas.withDashboards = withDashboards;
   function tokText(id) { var t = TOK.str.get(id); return t === undefined ? "<" + id + ">" : t; }
   function shown(t) { return t.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5"); }
-  function contextsOf(D, r) {  // [{max, tokens: [[text, act0..255, isTop]]}]
+  function contextsOf(D, r) {  // [{max, tokens: [[text, activation / max (4-bit), isTop]]}]
     var out = [];
     for (var c = 0; c < D.C; c++) {
       var k = r * D.C + c, blk = D.block[k]; if (blk < 0) break;
@@ -119,7 +119,8 @@
       for (var j = 0; j < D.W; j++) {
         var t = D.pos[k] - D.before + j; if (t < 0 || t >= TOK.T) continue;
         var id = TOK.tokens[row * TOK.T + t]; if (id < 0) continue;
-        toks.push([tokText(id), D.acts[k * D.W + j], j === D.before]);
+        var q = k * D.W + j, b = D.acts4[q >> 1], lvl = (q & 1) ? b >> 4 : b & 15;
+        toks.push([tokText(id), lvl / 15, j === D.before]);
       }
       out.push({ max: D.max[k], tokens: toks });
     }
@@ -150,8 +151,8 @@
       line.appendChild(el("span", fmt(c.max, 3), "ctxmax"));
       c.tokens.forEach(function (t) {
         var sp = el("span", shown(t[0]), t[2] ? "tok top" : "tok");
-        if (t[1] > 0) { sp.style.backgroundColor = "rgba(230,110,20," + (0.1 + 0.8 * t[1] / 255).toFixed(3) + ")"; sp.className += " on"; }
-        sp.title = fmt(c.max * t[1] / 255, 3);
+        if (t[1] > 0) { sp.style.backgroundColor = "rgba(230,110,20," + (0.1 + 0.8 * t[1]).toFixed(3) + ")"; sp.className += " on"; }
+        sp.title = "≈ " + fmt(c.max * t[1], 2);
         line.appendChild(sp);
       });
       box.appendChild(line);
