@@ -16,6 +16,15 @@ Reproducible end to end (seeds everywhere) and resumable (every stage skips fini
    residual scaled to mean token norm sqrt(d_model)); a manifest with checksums and the record.
 
     python analyses/build_default_suite.py [--work DIR] [--layers 0-17] [--train-blocks 2048]
+
+Variants of the recipe for robustness studies (not shipped in the package): ``--suite-dir DIR``
+writes the SAEs, their records and manifest to DIR instead of ``featuregeo/data/default_suite``;
+``--width`` and ``--seed`` change the dictionary size and the training seed (initialisation and
+batch order) while ``--split-seed`` keeps the train / held-out split of the default build, e.g.
+
+    python analyses/build_default_suite.py --work W --layers 3,9,15 --stage harvest
+    python analyses/build_default_suite.py --work W --layers 3,9,15 --stage train --width 4096 \
+        --suite-dir W/suites/width4096_seed0
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ def stage_harvest(args, layers):
     set_threads(args.threads)
     model = load_model("default")
     corpus = builtin_corpus()
-    train, held = corpus.split(args.held_out, seed=args.seed)
+    train, held = corpus.split(args.held_out, seed=args.split_seed)
     params = HarvestParams(layers=tuple(layers), block_len=256, batch_size=16, shard_blocks=64, store_activations=True,
                            max_blocks_per_doc=args.max_blocks_per_doc)
     t0 = time.perf_counter()
@@ -179,11 +188,11 @@ def stage_train(args, layers):
     htr, hho = Harvest(args.work / "train"), Harvest(args.work / "heldout")
     if not (htr.complete and hho.complete):
         raise SystemExit("run the harvest stage first (it is incomplete)")
-    SUITE_DIR.mkdir(parents=True, exist_ok=True)
-    records_path = args.work / "records.json"
+    args.suite_dir.mkdir(parents=True, exist_ok=True)
+    records_path = records_file(args)
     records = json.loads(records_path.read_text()) if records_path.exists() else {}
     for layer in layers:
-        folder = SUITE_DIR / f"layer_{layer}"
+        folder = args.suite_dir / f"layer_{layer}"
         if str(layer) in records and folder.exists() and not args.retrain:
             print(f"layer {layer}: done ({records[str(layer)]['fvu_excl_massive']:.3f})", flush=True)
             continue
@@ -192,7 +201,8 @@ def stage_train(args, layers):
         sae, rec = train_layer(args, layer, x_train, x_held, scale)
         rec.update({"layer": layer, "activation_scale": scale, "width": args.width, "k": args.k, "lr": args.lr,
                     "epochs": args.epochs, "batch": args.batch, "dead_feature_window": args.dead_window,
-                    "aux_loss_coefficient": args.aux_coef, "data_init": bool(args.data_init),
+                    "aux_loss_coefficient": args.aux_coef, "data_init": bool(args.data_init), "seed": args.seed,
+                    "split_seed": args.split_seed,
                     "train_tokens": int(len(x_train))})
         save_fp16(sae, folder)
         records[str(layer)] = rec
@@ -202,6 +212,11 @@ def stage_train(args, layers):
               f"L0 {rec['l0']:.1f} dead {rec['dead_fraction']:.3f} in {rec['train_seconds']:.0f}s", flush=True)
         del x_train, x_held
     write_manifest(args, records)
+
+
+def records_file(args) -> Path:
+    """The training records: in the work directory for the shipped suite, beside the SAEs otherwise."""
+    return args.work / "records.json" if args.suite_dir == SUITE_DIR else args.suite_dir / "records.json"
 
 
 TARGETS = {"fvu_excl_massive_max": 0.3, "dead_fraction_max": 0.10, "width_min": 3 * 640}
@@ -220,7 +235,7 @@ def stage_finalize(args, records):
     """Ship only layers that meet the targets: move the others out of the package, keep their records."""
     rejected = args.work / "rejected"
     for k, rec in records.items():
-        folder = SUITE_DIR / f"layer_{k}"
+        folder = args.suite_dir / f"layer_{k}"
         if _miss(rec) and folder.is_dir():
             rejected.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(rejected / folder.name, ignore_errors=True)
@@ -231,9 +246,10 @@ def stage_finalize(args, records):
 
 def write_manifest(args, records):
     files = {}
-    for folder in sorted(SUITE_DIR.glob("layer_*")):
+    suite_dir = args.suite_dir
+    for folder in sorted(suite_dir.glob("layer_*")):
         for f in sorted(folder.iterdir()):
-            files[str(f.relative_to(SUITE_DIR))] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+            files[str(f.relative_to(suite_dir))] = {"sha256": sha256(f), "bytes": f.stat().st_size}
     htr = json.loads((args.work / "train" / "harvest.json").read_text())
     manifest = {
         "name": "featuregeo default suite",
@@ -246,16 +262,18 @@ def write_manifest(args, records):
         "feature_activation_units": "residual stream scaled to mean token norm sqrt(d_model) (scale folded into "
                                     "W_enc/W_dec/b_dec; see activation_scale per layer)",
         "licence": "weights derived from Gemma 3 (Gemma Terms of Use)",
-        "build_command": "python analyses/build_default_suite.py",
+        "build_command": "python analyses/build_default_suite.py" + (
+            "" if suite_dir == SUITE_DIR else f" --layers {','.join(sorted(records, key=int))} --width {args.width} "
+                                              f"--seed {args.seed} --split-seed {args.split_seed}"),
         "harvest_fingerprint": htr.get("fingerprint"),
         "targets": TARGETS,
         "layers": {k: records[k] for k in sorted(records, key=int)
-                   if (SUITE_DIR / f"layer_{k}").is_dir()},
+                   if (suite_dir / f"layer_{k}").is_dir()},
         "not_shipped": {k: {**records[k], "reason": _miss(records[k])} for k in sorted(records, key=int)
-                        if not (SUITE_DIR / f"layer_{k}").is_dir()},
+                        if not (suite_dir / f"layer_{k}").is_dir()},
         "files": files,
     }
-    atomic_write_json(SUITE_DIR / "manifest.json", manifest)
+    atomic_write_json(suite_dir / "manifest.json", manifest)
     total = sum(v["bytes"] for v in files.values())
     print(f"manifest: {len(records)} layers, {total / 1e6:.1f} MB", flush=True)
 
@@ -280,9 +298,13 @@ def main(argv=None) -> int:
     ap.add_argument("--massive", type=int, default=8)
     ap.add_argument("--data-init", type=int, default=1, help="initialise decoder rows on data points (1) or randomly (0)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order)")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the train / held-out document split")
+    ap.add_argument("--suite-dir", type=Path, default=SUITE_DIR,
+                    help="where the SAEs and manifest go (default: the package's default suite)")
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args(argv)
+    args.suite_dir = args.suite_dir.resolve()
     layers = list(dict.fromkeys(x for part in args.layers.split(",") for x in parse_layers(part)))
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "harvest"):
@@ -290,9 +312,9 @@ def main(argv=None) -> int:
     if args.stage in ("all", "train"):
         stage_train(args, layers)
     if args.stage in ("all", "finalize"):
-        stage_finalize(args, json.loads((args.work / "records.json").read_text()))
+        stage_finalize(args, json.loads(records_file(args).read_text()))
     if args.stage == "manifest":
-        write_manifest(args, json.loads((args.work / "records.json").read_text()))
+        write_manifest(args, json.loads(records_file(args).read_text()))
     return 0
 
 

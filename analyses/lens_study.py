@@ -32,10 +32,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     if a.reduced:
-        params = LensParams(block_len=32, train_tokens=4096, steps=50, batch_tokens=256, eval_tokens=512, eval_dtype="bfloat16",
+        params = LensParams(block_len=32, train_tokens=4096, steps=50, batch_tokens=256, eval_tokens=512,
                             n_boot=1000, probe_tokens=1024, causal_layers=(6,), causal_rows=2, causal_random=2)
     else:
-        params = LensParams(eval_dtype="bfloat16")
+        params = LensParams()
     t0 = time.perf_counter()
     r = pipeline.run("default", a.out, params)
     wall = time.perf_counter() - t0

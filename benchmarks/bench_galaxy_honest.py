@@ -1,6 +1,6 @@
 """Galaxy on one Gemma Scope-shaped layer (16,384 x 2,304) with the honest statistics, against the previous code.
 
-Prints, for the current code (row-bootstrap slope interval, entropy with all three nulls) and for the
+Prints, for the current code (bias-corrected slope with its row-bootstrap interval, entropy with all three nulls) and for the
 code path before issue 11 (t-interval, entropy with one Gaussian null, 10 repeats; run from ``git archive``
 of ``--old-commit`` in a subprocess on the same data), the wall time, peak RSS, the slope, its interval
 and whether the interval covers the planted exponent.  Target: the new path <= 30 s on 2 cores.
@@ -35,6 +35,7 @@ kw = json.loads(sys.argv[2])
 rec = analyze_cloud(FeatureCloud(x, layer=0), GalaxyParams(**kw))
 out = {"seconds": time.perf_counter() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
        "slope": rec.slope, "ci": list(rec.slope_ci), "curvature": getattr(rec, "curvature", None),
+       "corrected": getattr(rec, "slope_corrected", None), "sample_ci": getattr(rec, "slope_sample_ci", None),
        "excess": rec.entropy.excess if rec.entropy else None,
        "excess_gaussian": getattr(rec.entropy, "excess_gaussian", None) if rec.entropy else None}
 print(json.dumps(out))
@@ -77,10 +78,11 @@ def main() -> int:
         new = run(str(root), data, {})
         old_res = run(str(old), data, {})
     print(f"galaxy, one layer {n} x {d}, planted exponent -{a.alpha}, 2 threads (total {time.perf_counter() - t0:.0f}s)")
-    for name, r in (("new (row bootstrap 50 + 3 entropy nulls, 20 repeats)", new), (f"old ({a.old_commit}: t-interval, 1 null)", old_res)):
+    for name, r in (("new (row bootstrap 50 + bias correction, 2 simulated clouds + 3 entropy nulls, 20 repeats)", new), (f"old ({a.old_commit}: t-interval, 1 null)", old_res)):
         cover = r["ci"][0] <= -a.alpha <= r["ci"][1]
         print(f"  {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, slope {r['slope']:.4f} "
-              f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] covers truth: {cover}; curvature {r['curvature']}; "
+              f"interval [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] covers truth: {cover}; corrected slope {r['corrected']}; "
+              f"sample-slope interval {r['sample_ci']}; curvature {r['curvature']}; "
               f"entropy excess {r['excess']} (over Gaussian only: {r['excess_gaussian']})")
     print(f"  code paths: new from {root}, old from git archive {a.old_commit}")
     print(f"  ratio new/old time: {new['seconds'] / old_res['seconds']:.2f}; target new <= 30 s: "

@@ -45,6 +45,9 @@ pip_q -e ".[dev]"
 # Dequantize the default model once and cache it (about 2 minutes the first time; seconds later).
 echo "[setup] caching the default model (Gemma 3 270M, dequantized once)"
 python -c "from featuregeo.io.models import load_model; m = load_model('default'); print('[setup] default model cached:', m)"
+# umap-learn's numba functions compile in every new process unless cached: compile them once here.
+echo "[setup] compiling the atlas's UMAP layout once (numba cache in ~/.cache/featuregeo/numba; a minute or two)"
+python -c "from featuregeo.atlas.layout import compile_layout; print('[setup] UMAP layout ready in %.0fs' % compile_layout())"
 rm -f "$VENV"/.featuregeo-setup-*
 touch "$stamp"
 echo "[setup] done"

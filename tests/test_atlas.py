@@ -392,3 +392,20 @@ def test_out_that_is_a_file(tmp_path):
         build(synthetic_suite(), AtlasParams(layout="pca"), tmp_path / "f")
     with pytest.raises(InputError, match="lies under a file"):
         build(synthetic_suite(), AtlasParams(layout="pca"), tmp_path / "f" / "sub")
+
+
+def test_cosine_knn_is_exact_with_ties_by_index():
+    """The UMAP layout's neighbours: brute force order (similarity desc, index asc), self first at 0."""
+    from featuregeo.atlas.layout import cosine_knn
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 12)).astype(np.float32)
+    x[7] = x[3]  # an exact duplicate: tied neighbours
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, dist = cosine_knn(x, 6, max_chunk_entries=300 * 64)  # several chunks
+    s = (x @ x.T).astype(np.float64)
+    np.fill_diagonal(s, np.inf)
+    ref = np.array([sorted(range(300), key=lambda j: (-s[i, j], j))[:6] for i in range(300)])
+    np.testing.assert_array_equal(idx, ref)
+    assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= 0).all()
+    assert idx[3, 1] == 7 and idx[7, 1] == 3 and dist[3, 1] < 1e-6

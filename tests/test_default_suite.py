@@ -96,6 +96,30 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
     assert sorted(feats.layer.unique()) == [4, 12] and len(feats) == 2 * 2048
     assert "lobe_2" in feats.columns and feats.loc[feats.layer == 12, "lobe_2"].notna().any()
     assert (out / "atlas" / "index.html").is_file()
+    # one forward pass: the galaxy's activations and the layer rows came from the harvest's pass
+    shared = s["shared_forward_pass"]["rows_from_this_runs_harvest_pass"]
+    assert shared == {"galaxy": s["settings"]["galaxy_blocks"], "layers": 16}
+    assert set(s["seconds"]) >= {"model", "harvest", "galaxy", "lobes", "atoms", "layers", "atlas", "total"}
+    assert "harvest_blocks" in s["settings"]["reduced"]  # --fast says what it reduced against --full
+
+    # a rerun resumes: no forward pass at all, no finished unit, shard or activation file rewritten
+    from featuregeo.io.models import decoder_layers
+
+    def stamps():
+        files = [p for p in out.rglob("*") if p.is_file() and (".checkpoint" in p.parts or "shards" in p.parts)]
+        return {str(p): p.stat().st_mtime_ns for p in files + [out / "heldout_activations.npz"] if p.name != ".lock"}
+
+    before = stamps()
+    calls = []
+    hook = decoder_layers(default_model.model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        assert run_demo(out, fast=True, layers=[4, 12], model=default_model) == 0
+    finally:
+        hook.remove()
+    assert calls == [] and stamps() == before
+    again = json.loads((out / "summary.json").read_text())
+    assert again["galaxy"]["records"] == s["galaxy"]["records"] and again["lobes"] == s["lobes"]
+    assert again["layers_comparison"] == lc and again["atoms"] == s["atoms"]
 
 
 @pytest.mark.parametrize("argv, match", [

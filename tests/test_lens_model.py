@@ -121,5 +121,32 @@ def test_cli_bad_input_is_one_line_exit_2(patched_loader, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "d_model 512" in err and "d_model 640" in err and not out.exists()
 
+    assert main(["lens", "--out", str(out), "--pretrained", "--lens", str(tmp_path / "narrow")]) == 2
+    assert "--pretrained: expected either --pretrained or --lens" in capsys.readouterr().err
     assert main(["lens", "--out", str(out), "--steps", "-3"]) == 2
     assert "--steps: expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_pretrained_lens_is_shipped_and_loads_without_training(default_model, tmp_path):
+    """The shipped lens: manifest checksums match, small, loads for the default model, evaluates with no training."""
+    import hashlib
+    import json
+
+    from featuregeo.pipeline import lens as pipeline
+
+    d = pipeline.pretrained_lens_dir()
+    if not (d / "manifest.json").is_file():
+        pytest.skip("no shipped lens yet: run analyses/lens_study.py then analyses/ship_lenses.py")
+    manifest = json.loads((d / "manifest.json").read_text())
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digest, name
+    assert sum(f.stat().st_size for f in d.iterdir()) <= 20 * 2**20
+    lens_ = lens.TunedLens.load(d, identity=model_identity(default_model))
+    assert lens_.layers == list(range(default_model.n_layers - 1)) == manifest["layers"]
+    lines: list[str] = []
+    r = pipeline.run(default_model, tmp_path / "o", lens.LensParams.demo(eval_tokens=64), pretrained=True,
+                     progress=lines.append)
+    assert r.trained_layers == [] and not any("step" in x for x in lines)
+    # the shipped translators beat the logit lens in KL at most layers even on 64 held-out tokens
+    better = [rec.tuned.kl.mean < rec.logit.kl.mean for rec in r.layers if rec.layer < default_model.n_layers - 1]
+    assert sum(better) >= len(better) - 2, better

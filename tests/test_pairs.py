@@ -34,6 +34,32 @@ def test_builtin_tasks_are_real_and_recorded():
     assert "countryinfo" in tasks["country-capital"].source and tasks["country-capital"].n_duplicates > 50
 
 
+def test_docs_name_the_real_source_of_every_builtin_task():
+    # the atoms page's table of built-in tasks must match what the code reads (it once credited
+    # singular-plural, comparative and superlative to lemminflect; they come from the analogy set)
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = {}
+    for line in (root / "docs" / "analyses" / "atoms.md").read_text().splitlines():
+        m = re.match(r"\| `([a-z-]+)` \| (\d+) \| (.+) \|$", line)
+        if m:
+            rows[m.group(1)] = (int(m.group(2)), m.group(3))
+    assert set(rows) == set(BUILTIN_TASKS)
+    for name in BUILTIN_TASKS:
+        t = builtin_task(name)
+        n, source = rows[name]
+        assert n == t.n_pairs, name
+        sections = re.findall(r"\[([^\]]+)\]", t.source)[0].split(",")
+        assert all(f"`{sec}`" in source for sec in sections), (name, source)
+        assert ("lemminflect" in source) == ("lemminflect" in t.source), name
+        assert ("countryinfo" in source) == ("countryinfo" in t.source), name
+    readme = (root / "README.md").read_text()
+    assert not re.search(r"lemminflect[^\n]*(plural|comparative|superlative)", readme + "\n".join(
+        p.read_text() for p in (root / "docs").rglob("*.md")))
+
+
 def test_duplicates_and_self_pairs_are_counted():
     t = make_task("x", [("a", "b"), ("a", "b"), (" a ", "b"), ("c", "c"), ("c", "d")], "test")
     assert t.pairs == (("a", "b"), ("c", "d")) and t.n_duplicates == 3

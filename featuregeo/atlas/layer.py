@@ -67,7 +67,8 @@ def compute_layer(cloud, layer: int, inputs: LayerInputs, params: AtlasParams) -
     la = AtlasLayer(layer=int(layer), n_features=int(ids.size), n_total=int(cloud.n_total),
                     n_excluded=int(cloud.n_excluded), d_model=int(cloud.d_model),
                     neuronpedia_id=cloud.provenance.neuronpedia_id, ids=ids,
-                    xy=layout_2d(x, params.layout, seed=params.seed, n_neighbors=params.n_neighbors),
+                    xy=layout_2d(x, params.layout, seed=params.seed, n_neighbors=params.n_neighbors,
+                                 n_epochs=params.umap_epochs),
                     norm=np.linalg.norm(x, axis=1).astype(np.float32))
     if inputs.lobes is not None:
         la.lobes = lobe_columns(inputs.lobes, ids, params.affinity)

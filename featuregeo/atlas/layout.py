@@ -18,7 +18,8 @@ LAYOUTS = ("umap", "tsne", "pca")
 TOP_COFIRING = 5
 
 
-def layout_2d(vectors: np.ndarray, method: str = "umap", *, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+def layout_2d(vectors: np.ndarray, method: str = "umap", *, seed: int = 0, n_neighbors: int = 15,
+              n_epochs: int | None = None) -> np.ndarray:
     """2-D coordinates of decoder directions (cosine geometry: rows are scaled to unit norm first).
 
     Parameters
@@ -30,7 +31,10 @@ def layout_2d(vectors: np.ndarray, method: str = "umap", *, seed: int = 0, n_nei
     seed : int, default=0
         Random state of the layout; same inputs and seed give identical coordinates.
     n_neighbors : int, default=15
-        UMAP neighbourhood size (capped at n_features - 1).
+        UMAP neighbourhood size (capped at n_features - 1); the neighbours are exact
+        (:func:`cosine_knn`).
+    n_epochs : int, optional
+        UMAP optimisation epochs (None: umap-learn's default, 500 below 10,000 points).
 
     Returns
     -------
@@ -58,13 +62,105 @@ def layout_2d(vectors: np.ndarray, method: str = "umap", *, seed: int = 0, n_nei
     else:
         import warnings
 
-        import umap
-
+        k = int(min(n_neighbors, x.shape[0] - 1))
+        umap = umap_module()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "n_jobs overridden by setting random_state" etc.
-            y = umap.UMAP(n_components=2, metric="cosine", n_neighbors=int(min(n_neighbors, x.shape[0] - 1)),
+            knn = cosine_knn(x, k) + (None,)
+            y = umap.UMAP(n_components=2, metric="cosine", n_neighbors=k, n_epochs=n_epochs, precomputed_knn=knn,
                           random_state=seed, init="spectral" if x.shape[0] > 3 else "random").fit_transform(x)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def cosine_knn(x: np.ndarray, k: int, *, max_chunk_entries: int = 2**24) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours by cosine distance, each row's own index first (distance 0).
+
+    Rows must be unit vectors.  Ties are broken by index, so the result is a pure function of ``x``.
+    One chunked product ``x x^T`` (bounded by ``max_chunk_entries``) replaces UMAP's approximate
+    search: exact, and free of that search's numba compilation.
+
+    Returns
+    -------
+    indices : ndarray (n, k) int32
+    distances : ndarray (n, k) float32, ``1 - cosine``, non-decreasing along each row
+    """
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise InputError(f"k: expected 1..{n} neighbours. Got {k!r} instead.")
+    idx = np.empty((n, k), dtype=np.int32)
+    dist = np.empty((n, k), dtype=np.float32)
+    chunk = int(max(1, min(n, max_chunk_entries // max(1, n))))
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        sim = x[s:e] @ x.T
+        sim[np.arange(e - s), np.arange(s, e)] = np.inf  # a point is its own first neighbour
+        kth = np.partition(sim, n - k, axis=1)[:, n - k]  # each row's k-th largest similarity
+        for r in range(e - s):
+            cand = np.flatnonzero(sim[r] >= kth[r])  # k of them, more when tied at the k-th
+            sel = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
+            idx[s + r] = sel
+            top = sim[r, sel]
+            top[0] = 1.0
+            dist[s + r] = np.clip(1.0 - top, 0.0, 2.0)
+    return idx, dist
+
+
+_UMAP_CACHED: list = []
+
+
+def compile_layout() -> float:
+    """Compile (or load from the cache) everything a UMAP layout runs, on a small random cloud; returns
+    the seconds it took.  Set-up calls it once so the first atlas does not wait for numba."""
+    import time
+
+    t = time.perf_counter()
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    layout_2d(x, "umap", n_neighbors=5, n_epochs=10)
+    return time.perf_counter() - t
+
+
+def numba_cache_dir():
+    """Where numba keeps compiled code for featuregeo: ``$NUMBA_CACHE_DIR``, else ``<featuregeo cache>/numba``."""
+    import os
+    from pathlib import Path
+
+    from featuregeo.io.models import featuregeo_cache_root
+
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or featuregeo_cache_root() / "numba")
+
+
+def umap_module():
+    """``umap`` with its numba compilations cached on disk (:func:`numba_cache_dir`).
+
+    umap-learn compiles its functions in every new process (tens of seconds on two cores) because
+    few of them ask numba to cache.  Here every compiled function of ``umap`` gets numba's own
+    on-disk cache (``Dispatcher.enable_caching``) before its first call, so only the first run of a
+    machine compiles; later runs load the machine code.
+    """
+    import os
+    import sys
+    import warnings
+
+    if not _UMAP_CACHED:
+        cache = numba_cache_dir()
+        if "numba" not in sys.modules:
+            os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
+        import numba.core.config
+
+        if not numba.core.config.CACHE_DIR:
+            numba.core.config.CACHE_DIR = str(cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import umap
+        from numba.core.registry import CPUDispatcher
+
+        for name, mod in list(sys.modules.items()):
+            if mod is not None and (name == "umap" or name.startswith("umap.")):
+                for f in list(vars(mod).values()):
+                    if isinstance(f, CPUDispatcher):
+                        f.enable_caching()
+        _UMAP_CACHED.append(umap)
+    return _UMAP_CACHED[0]
 
 
 def cofiring(firing: Any, top: int = TOP_COFIRING, *,
@@ -130,4 +226,4 @@ def cofiring(firing: Any, top: int = TOP_COFIRING, *,
     return counts, partners, shared
 
 
-__all__ = ["layout_2d", "cofiring", "LAYOUTS", "TOP_COFIRING"]
+__all__ = ["layout_2d", "cofiring", "cosine_knn", "umap_module", "numba_cache_dir", "compile_layout", "LAYOUTS", "TOP_COFIRING"]

@@ -40,6 +40,8 @@ class AtlasParams(Params):
         Top activating contexts shown per feature (from a harvest with dashboards).
     logit_tokens : int, default=5
         Promoted and suppressed output tokens shown per feature.
+    umap_epochs : int or None, default=None
+        UMAP optimisation epochs (None: umap-learn's default, 500 below 10,000 features).
 
     Examples
     --------
@@ -55,6 +57,7 @@ class AtlasParams(Params):
     n_neighbors: int = 15
     contexts: int = 5
     logit_tokens: int = 5
+    umap_epochs: int | None = None
 
     def validate(self) -> "AtlasParams":
         check_choice("layout", self.layout, LAYOUTS)
@@ -66,6 +69,7 @@ class AtlasParams(Params):
         check_int("n_neighbors", self.n_neighbors, minimum=2)
         check_int("contexts", self.contexts, minimum=1, maximum=100)
         check_int("logit_tokens", self.logit_tokens, minimum=1, maximum=100)
+        check_int("umap_epochs", self.umap_epochs, minimum=1, allow_none=True)
         return self
 
 

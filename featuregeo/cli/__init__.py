@@ -9,7 +9,7 @@ import argparse
 import sys
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("galaxy", "harvest", "lobes", "atoms", "layers", "lens", "updates", "interaction", "atlas", "demo")
+COMMANDS = ("galaxy", "harvest", "lobes", "atoms", "layers", "lens", "updates", "interaction", "atlas", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

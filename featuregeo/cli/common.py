@@ -28,6 +28,14 @@ def fit_ranks(text: str) -> tuple[int, int]:
 
 
 
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """``--scheduler ADDRESS`` / ``--workers N``: run the map-reduce part on a Dask cluster."""
+    g = p.add_argument_group("cluster (Dask)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (`dask scheduler` prints "
+                   "tcp://HOST:8786); outputs must be on storage every worker sees at the same path")
+    g.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+
+
 def int_list(text: str, name: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]

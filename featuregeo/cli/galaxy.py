@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from featuregeo.cli.common import fit_ranks, log
+from featuregeo.cli.common import add_cluster_options, fit_ranks, log
 
 
 def add_galaxy_options(p: argparse.ArgumentParser) -> None:
@@ -47,13 +47,18 @@ def _f(v, w: int = 7, p: int = 3) -> str:
 
 
 def print_galaxy_table(result, reference: dict | None) -> None:
-    """The per-layer table: our slope beside the paper's, the null, the entropy; notes on clipped windows."""
+    """The per-layer table: our slope beside the paper's (at the same relative depth, layer / number of
+    layers), the null, the entropy; notes on clipped windows."""
+    from featuregeo.io.reference import paper_galaxy_slope_at
+    from featuregeo.pl.galaxy import model_layers
+
+    depth, how = model_layers(result)
     print(f"{'layer':>5} {'features':>9} {'excl':>5} {'rank':>5} {'fit':>9} {'slope':>7} {'CI':>17} {'R2':>5} "
           f"{'null':>7} {'paper*':>7} {'H_gauss-H_knn':>13} {'null':>8} {'excess':>8}")
     notes = []
     for r in result.layers:
         e = r.entropy
-        paper = (reference or {}).get(r.layer)
+        paper = paper_galaxy_slope_at((r.layer or 0) / depth) if reference else None
         fit = f"{r.fit_ranks[0]}-{r.fit_ranks[1]}" + ("!" if r.window_clipped else "")
         print(f"{'-' if r.layer is None else r.layer:>5} {r.n_features:>9} {r.n_excluded:>5} {r.numerical_rank:>5} "
               f"{fit:>9} {_f(r.slope)} [{r.slope_ci[0]:>7.3f},{r.slope_ci[1]:>7.3f}] {_f(r.r2, 5, 2)} "
@@ -64,7 +69,8 @@ def print_galaxy_table(result, reference: dict | None) -> None:
     for n in notes:
         print(n)
     if reference:
-        print("* paper: gemma-2-2b, Gemma Scope 65k residual SAEs (Li et al. 2025), for comparison only")
+        print(f"* paper: gemma-2-2b, Gemma Scope 65k residual SAEs (Li et al. 2025), interpolated at the same relative "
+              f"depth (layer / {depth}; {how}); for comparison only")
 
 
 def cmd_galaxy(args) -> int:
@@ -73,7 +79,7 @@ def cmd_galaxy(args) -> int:
 
     t0 = time.perf_counter()
     result = pipeline.run(args.source, args.out, galaxy_params(args), layers=args.layers,
-                          activations=args.activations)
+                          activations=args.activations, scheduler=args.scheduler, workers=args.workers)
     print_galaxy_table(result, paper_galaxy_slopes())
     log(f"galaxy: wrote {args.out} (galaxy.json, galaxy.csv, galaxy.npz, figures) in {time.perf_counter() - t0:.1f}s")
     return 0
@@ -100,6 +106,7 @@ def add(sub) -> None:
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0, help="seed of the null and the entropy subsamples (>= 0)")
     add_galaxy_options(g)
+    add_cluster_options(g)
     g.set_defaults(func=cmd_galaxy)
 
     i = sub.add_parser("info", help="describe a source: layers, shapes, exclusions, provenance")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from featuregeo.cli.common import log
+from featuregeo.cli.common import add_cluster_options, log
 
 
 def params_from_args(args):
@@ -29,7 +29,7 @@ def cmd_harvest(args) -> int:
     h = pipeline.run(None if args.source == "none" else args.source, args.out, params_from_args(args),
                      model=args.model, corpus=args.corpus, genre=args.genre, split=args.split,
                      held_out=args.held_out, order=args.order, layers=parse_layers(args.layers),
-                     device=args.device, seed=args.seed)
+                     device=args.device, seed=args.seed, scheduler=args.scheduler, workers=args.workers)
     log(f"harvest: {h.n_blocks} blocks of {args.block_len} tokens, layers {h.layers} -> {args.out} "
         f"in {time.perf_counter() - t0:.0f}s")
     return 0
@@ -66,4 +66,5 @@ def add(sub) -> None:
                    help="promoted and suppressed output tokens kept per feature (default 10)")
     h.add_argument("--device", default="cpu")
     h.add_argument("--seed", type=int, default=0)
+    add_cluster_options(h)
     h.set_defaults(func=cmd_harvest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from featuregeo.cli.common import flagged, log
 
-FLAGS = ("block_len", "train_tokens", "eval_tokens", "vocab_subset", "vocab_sample", "steps", "batch_tokens", "lr", "train_dtype", "eval_dtype",
+FLAGS = ("block_len", "train_tokens", "chunk_tokens", "eval_tokens", "vocab_subset", "vocab_sample", "steps", "batch_tokens", "lr", "train_dtype", "eval_dtype",
          "n_boot", "probe_tokens", "causal_rows", "causal_random", "seed")
 
 
@@ -23,6 +23,8 @@ def params_from_args(args):
         changes["causal_layers"] = tuple(cl or ())
     if args.no_probes:
         changes["probes"] = False
+    if args.demo:
+        return LensParams.demo(**changes)
     return LensParams.fast(**changes) if args.fast else LensParams(**changes)
 
 
@@ -34,7 +36,7 @@ def cmd_lens(args) -> int:
 
     try:
         params = params_from_args(args).validate()
-        r = pipeline.run(args.model, args.out, params, corpus=args.corpus, lens=args.lens)
+        r = pipeline.run(args.model, args.out, params, corpus=args.corpus, lens=args.lens, pretrained=args.pretrained)
     except InputError as e:
         raise InputError(flagged(e, (*FLAGS, "layers", "causal_layers"))) from None
     print(f"{'layer':>5} {'lens':>6} {'KL':>8} {'CE':>8} {'entropy':>8} {'top1':>6}")
@@ -58,14 +60,17 @@ def add(sub) -> None:
                    "or hf:NAME")
     p.add_argument("--lens", help="a tuned lens saved by an earlier run (OUT/tuned_lens): reuse, do not retrain")
     p.add_argument("--block-len", type=int, help="predicted positions per row (default 128)")
-    p.add_argument("--train-tokens", type=int, help="training tokens for the tuned lens and probes (default 32768)")
+    p.add_argument("--pretrained", action="store_true", help="use the tuned lens shipped with the default suite "
+                   "(Gemma 3 270M): no training")
+    p.add_argument("--train-tokens", type=int, help="training tokens for the tuned lens (default 32768)")
+    p.add_argument("--chunk-tokens", type=int, help="training tokens read and trained on at a time (default 8192)")
     p.add_argument("--eval-tokens", type=int, help="held-out tokens for the evaluation (default 8192)")
-    p.add_argument("--vocab-subset", type=int, help="training vocabulary size (default 8192; 0 = full vocabulary)")
+    p.add_argument("--vocab-subset", type=int, help="training vocabulary subset (default 8192; 0 = full vocabulary)")
     p.add_argument("--vocab-sample", type=int, help="complement tokens sampled per step for the rest bucket "
                    "(default 1024)")
-    p.add_argument("--steps", type=int, help="optimiser steps per layer (default 250)")
+    p.add_argument("--steps", type=int, help="optimiser steps, every layer at each (default 256)")
     p.add_argument("--batch-tokens", type=int, help="tokens per step (default 512)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3; A: lr / sqrt(d_model))")
     p.add_argument("--train-dtype", choices=["float32", "bfloat16"], help="unembedding precision of the training "
                    "(default bfloat16)")
     p.add_argument("--eval-dtype", choices=["float32", "bfloat16"], help="unembedding precision of the evaluation")
@@ -76,5 +81,7 @@ def add(sub) -> None:
     p.add_argument("--causal-random", type=int, help="random direction sets per check (default 3)")
     p.add_argument("--no-probes", action="store_true", help="skip the probes and the causal check")
     p.add_argument("--fast", action="store_true", help="small settings (minutes on 2 cores)")
+    p.add_argument("--demo", action="store_true", help="evaluation only on 256 held-out tokens, no probes (with "
+                   "--pretrained: seconds)")
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_lens)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featuregeo.cli.common import bad, int_list, log
+from featuregeo.cli.common import add_cluster_options, bad, int_list, log
 
 
 def _affinities(text: str | None):
@@ -32,7 +32,8 @@ def cmd_lobes(args) -> int:
         kw["logreg_max_clusters"] = None if args.logreg_max_clusters == 0 else args.logreg_max_clusters
     params = LobesParams(n_permutations=args.permutations, logreg_null_repeats=args.logreg_null,
                          heldout_fraction=args.heldout_fraction, seed=args.seed, **kw)
-    res = pipeline.run(args.source, args.harvest, args.out, params, layers=args.layers)
+    res = pipeline.run(args.source, args.harvest, args.out, params, layers=args.layers, scheduler=args.scheduler,
+                       workers=args.workers)
     for rec in res.layers:
         print(f"layer {rec.layer}: {rec.n_usable} usable features, {rec.n_blocks} training / "
               f"{rec.n_blocks_heldout} held-out blocks")
@@ -61,4 +62,5 @@ def add(sub) -> None:
     lb.add_argument("--heldout-fraction", type=float, default=0.2,
                     help="fraction of documents held out for the lobe -> genre table (0: none)")
     lb.add_argument("--seed", type=int, default=0)
+    add_cluster_options(lb)
     lb.set_defaults(func=cmd_lobes)

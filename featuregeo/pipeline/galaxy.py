@@ -24,7 +24,8 @@ from featuregeo.tl.galaxy import GalaxyParams, GalaxyResult
 
 def run(source: str | os.PathLike, out: str | os.PathLike, params: GalaxyParams | None = None, *,
         layers: Iterable[int] | str | None = None, activations: str | os.PathLike | None = None,
-        reference: bool = True, progress: Callable[[str], None] | None = log) -> GalaxyResult:
+        reference: bool = True, progress: Callable[[str], None] | None = log, scheduler: str | None = None,
+        workers: int | None = None) -> GalaxyResult:
     """Galaxy analysis of a source; saves the result and figures into ``out`` and returns the result.
 
     Parameters
@@ -43,6 +44,11 @@ def run(source: str | os.PathLike, out: str | os.PathLike, params: GalaxyParams 
         Draw the paper's slopes on the slope figure.
     progress : callable, optional
         One line per step (default: stderr).
+    scheduler : str, optional
+        A Dask scheduler address: covariance sums are computed chunk by chunk on its workers and
+        added in chunk order (the same spectrum).  A scheduler that does not answer is an InputError.
+    workers : int, optional
+        Start a local Dask cluster of this many worker processes instead.
 
     Returns
     -------
@@ -50,6 +56,7 @@ def run(source: str | os.PathLike, out: str | os.PathLike, params: GalaxyParams 
     """
     from featuregeo.io import open_suite
     from featuregeo.io.activations import open_activations
+    from featuregeo.io.cluster import check_cluster_options, connect
     from featuregeo.io.reference import paper_galaxy_slopes
     from featuregeo.pl import galaxy as plot
     from featuregeo.tl import galaxy
@@ -58,6 +65,7 @@ def run(source: str | os.PathLike, out: str | os.PathLike, params: GalaxyParams 
     if not isinstance(params, GalaxyParams):
         raise InputError(f"params: expected GalaxyParams. Got {type(params).__name__} instead.")
     params.validate()
+    check_cluster_options(scheduler, workers, probe=True)
     if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
         raise InputError(f"--out: expected a directory path. Got {out!r} instead.")
     suite = open_suite(source, layers)
@@ -67,8 +75,8 @@ def run(source: str | os.PathLike, out: str | os.PathLike, params: GalaxyParams 
     out = output_dir(Path(out))
     if progress:
         progress(f"galaxy: {suite.name}, layers {suite.layers} -> {out}")
-    with Checkpoint(out / ".checkpoint") as ck:
-        result = galaxy.analyze(suite, params, activations=acts, checkpoint=ck, progress=progress)
+    with Checkpoint(out / ".checkpoint") as ck, connect(scheduler, workers, progress=progress) as client:
+        result = galaxy.analyze(suite, params, activations=acts, checkpoint=ck, progress=progress, client=client)
         result.save(out)
         plot.plot_all(result, out, reference=paper_galaxy_slopes() if reference else None)
     return result

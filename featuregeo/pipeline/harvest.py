@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from featuregeo.core.errors import InputError
 from featuregeo.core.results import check_choice, check_float, check_int
@@ -76,7 +76,8 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         model: str | LoadedModel = "default", corpus: str | Corpus = "builtin", genre: str = "subfolder",
         split: str = "heldout", held_out: float = 0.1, order: str = "interleave",
         layers: Iterable[int] | None = None, device: str = "cpu", seed: int = 0,
-        progress: Callable[[str], Any] | None = log) -> Harvest:
+        progress: Callable[[str], Any] | None = log, scheduler: str | None = None,
+        workers: int | None = None, taps: Sequence[Any] = ()) -> Harvest:
     """Harvest ``source``'s SAEs (or only activations when ``source`` is None) on ``corpus``.
 
     Parameters
@@ -106,16 +107,26 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
         Seed of the train / held-out split.
     progress : callable, optional
         Called with one line of text at a time (default: stderr).
+    scheduler : str, optional
+        A Dask scheduler address: shards are harvested by its workers (each loads the model and
+        the SAEs once) into ``out``, which must be on storage every worker sees at the same path.
+        Same files, byte for byte, as without it.  A scheduler that does not answer is an InputError.
+    workers : int, optional
+        Start a local Dask cluster of this many worker processes instead.
+    taps : sequence of :class:`featuregeo.io.taps.ResidualTap`, optional
+        Residuals of some blocks kept from the harvest's forward pass (the demo's shared pass).
 
     Returns
     -------
     Harvest
     """
+    from featuregeo.io.cluster import check_cluster_options, connect
     from featuregeo.io.harvest import harvest
 
     say = progress or (lambda line: None)
     params = (params or HarvestParams()).validate()
     check_options(out, split=split, held_out=held_out, order=order, seed=seed, device=device)
+    check_cluster_options(scheduler, workers)
     if source in (None, "none"):
         if not params.store_activations:
             raise InputError("SOURCE: 'none' harvests no firing; expected an SAE source or --store-activations")
@@ -123,17 +134,26 @@ def run(source: str | None, out: str | Path, params: HarvestParams | None = None
             raise InputError("--layers: SOURCE 'none' stores activations only; expected the layers to store")
         if layers:
             params = params.replace(layers=tuple(int(x) for x in layers)).validate()
-    suite = None
-    if source not in (None, "none"):
-        from featuregeo.io import open_suite
+    with connect(scheduler, workers, progress=say) as client:  # a silent scheduler fails here, before any loading
+        suite = None
+        if source not in (None, "none"):
+            from featuregeo.io import open_suite
 
-        suite = open_suite(source, layers)  # the source string and its layers, checked without reading weights
-    docs = prepare_corpus(corpus, genre=genre, split=split, held_out=held_out, order=order, seed=seed, progress=say)
-    saes = load_saes(suite)
-    if isinstance(model, LoadedModel):
-        loaded = model
-    else:
-        from featuregeo.io.models import load_model
+            suite = open_suite(source, layers)  # the source string and its layers, checked without reading weights
+        docs = prepare_corpus(corpus, genre=genre, split=split, held_out=held_out, order=order, seed=seed,
+                              progress=say)
+        saes = load_saes(suite)
+        if isinstance(model, LoadedModel):
+            loaded = model
+        else:
+            from featuregeo.io.models import load_model
 
-        loaded = load_model(model, device=device)
-    return harvest(loaded, docs, out, params, saes=saes, progress=say)
+            loaded = load_model(model, device=device)
+        if client is None:
+            return harvest(loaded, docs, out, params, saes=saes, progress=say, taps=taps)
+        if taps:
+            raise InputError("taps: residual taps need the single-process harvest (no --scheduler/--workers)")
+        from featuregeo.io.harvest.distributed import harvest_distributed
+
+        return harvest_distributed(client, loaded, docs, out, params, saes=saes,
+                                   source=None if suite is None else str(source), progress=say)

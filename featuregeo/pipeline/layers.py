@@ -94,7 +94,7 @@ def check_out(out: str | os.PathLike) -> Path:
 
 
 def run(model: Any, out: str | os.PathLike, params: LayersParams | None = None, *, sae: str | Suite | None = "default",
-        galaxy: str | os.PathLike | None = None, corpus=None,
+        galaxy: str | os.PathLike | None = None, corpus=None, heldout=None, representations=None,
         progress: Callable[[str], None] | None = log) -> LayersResult:
     """Layer comparison of ``model``; writes the result, figures and checkpoint into ``out``.
 
@@ -112,6 +112,10 @@ def run(model: Any, out: str | os.PathLike, params: LayersParams | None = None, 
         A ``galaxy.json`` (or its folder) whose slopes replace refitting.
     corpus : Corpus, optional
         Text for the held-out rows (default: the built-in corpus).
+    heldout : HeldoutRows, optional
+        The held-out rows themselves (instead of drawing them from ``corpus``).
+    representations : ndarray, optional
+        Their representations, already read (see :func:`featuregeo.tl.layers.analyze`).
     progress : callable or None, default: lines on stderr
 
     Returns
@@ -145,12 +149,13 @@ def run(model: Any, out: str | os.PathLike, params: LayersParams | None = None, 
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     tl.check_inputs(loaded, suite, params, slopes)
-    data = tl.heldout_rows(loaded.tokenizer, params, corpus=corpus)
+    data = heldout if heldout is not None else tl.heldout_rows(loaded.tokenizer, params, corpus=corpus)
     out = output_dir(out)
     if progress:
         progress(f"layers: {loaded.name} ({loaded.n_layers} blocks), SAE {suite.name if suite else 'none'} -> {out}")
     with Checkpoint(out / ".checkpoint") as ck:
-        result = tl.analyze(loaded, suite, params, slopes=slopes, heldout=data, checkpoint=ck, progress=progress)
+        result = tl.analyze(loaded, suite, params, slopes=slopes, heldout=data, representations=representations,
+                            checkpoint=ck, progress=progress)
         result.save(out)
         plot.plot_all(result, out)
     return result

@@ -25,9 +25,16 @@ from featuregeo.core.errors import InputError
 from featuregeo.pipeline.common import log, output_dir
 from featuregeo.tl.lens import LensParams, LensResult, TunedLens
 
-__all__ = ["run", "LENS_DIR"]
+__all__ = ["run", "LENS_DIR", "pretrained_lens_dir"]
 
 LENS_DIR = "tuned_lens"
+
+
+def pretrained_lens_dir() -> Path:
+    """Where the tuned lens of the default model ships (``featuregeo/data/default_suite/lenses``)."""
+    from featuregeo.io.sources import DEFAULT_SUITE_DIR
+
+    return DEFAULT_SUITE_DIR / "lenses"
 
 
 def _check_out(out) -> Path:
@@ -41,7 +48,7 @@ def _check_out(out) -> Path:
 
 
 def run(model: Any, out: str | os.PathLike, params: LensParams | None = None, *, corpus=None,
-        lens: str | os.PathLike | TunedLens | None = None,
+        lens: str | os.PathLike | TunedLens | None = None, pretrained: bool = False,
         progress: Callable[[str], None] | None = log) -> LensResult:
     """Lenses and probes of ``model``; writes the result, the tuned lens, figures and checkpoint into ``out``.
 
@@ -55,6 +62,9 @@ def run(model: Any, out: str | os.PathLike, params: LensParams | None = None, *,
         ``"builtin"`` (default), a file, a folder or ``hf:NAME`` (:func:`featuregeo.io.corpus.load_corpus`).
     lens : path or TunedLens, optional
         A tuned lens saved by an earlier run (``OUT/tuned_lens``): its layers are not retrained.
+    pretrained : bool, default=False
+        Use the tuned lens shipped with the default suite (:func:`pretrained_lens_dir`; Gemma 3 270M
+        only): nothing is trained.  With :meth:`LensParams.demo` this takes seconds.
     progress : callable or None
 
     Returns
@@ -64,6 +74,7 @@ def run(model: Any, out: str | os.PathLike, params: LensParams | None = None, *,
     Examples
     --------
     >>> res = run("default", "out/lens", LensParams.fast())      # doctest: +SKIP
+    >>> res = run("default", "out/lens", LensParams.demo(), pretrained=True)   # doctest: +SKIP
     """
     from featuregeo.io.corpus import Corpus, load_corpus
     from featuregeo.io.models import LoadedModel, load_model
@@ -81,6 +92,13 @@ def run(model: Any, out: str | os.PathLike, params: LensParams | None = None, *,
         raise InputError(f"--corpus: expected a corpus name or path. Got {type(corpus).__name__} instead.")
     if len(corpus) == 0:
         raise InputError(f"--corpus {getattr(corpus, 'name', '')}: empty; expected at least one document")
+    if pretrained:
+        if lens is not None:
+            raise InputError("--pretrained: expected either --pretrained or --lens, not both")
+        if not (pretrained_lens_dir() / "config.json").is_file():
+            raise InputError(f"--pretrained: no shipped tuned lens in {pretrained_lens_dir()}; expected "
+                             "featuregeo/data/default_suite/lenses (config.json + params.safetensors)")
+        lens = pretrained_lens_dir()
     if lens is not None and not isinstance(lens, TunedLens):
         lens = TunedLens.load(lens)
     if lens is not None and isinstance(model, (str, os.PathLike)) and str(lens.identity.get("model")) != str(model):

@@ -61,7 +61,7 @@ def open_harvest(path: str | Path) -> Harvest:
 
 def run(source: str, harvest_dir: str | Path, out: str | Path, params: LobesParams | None = None, *,
         layers: Sequence[int] | str | None = None, progress: Callable[[str], Any] | None = log,
-        figures: bool = True) -> LobesResult:
+        figures: bool = True, scheduler: str | None = None, workers: int | None = None) -> LobesResult:
     """Lobes of every SAE layer of a harvest (or ``layers``): analyse, save to ``out``, draw figures.
 
     Everything is validated first (parameters, harvest, layers, feature counts); finished layers
@@ -82,13 +82,21 @@ def run(source: str, harvest_dir: str | Path, out: str | Path, params: LobesPara
         One line per step (default: stderr).
     figures : bool, default=True
         Draw ``out/layer_L/lobes_*.png``.
+    scheduler : str, optional
+        A Dask scheduler address: co-occurrence counts are summed over chunks of blocks on its
+        workers (the same counts).  A scheduler that does not answer is an InputError.
+    workers : int, optional
+        Start a local Dask cluster of this many worker processes instead.
 
     Returns
     -------
     LobesResult
         Also saved as ``out/lobes.json`` (+ ``.npz``, ``.csv``).
     """
+    from featuregeo.io.cluster import check_cluster_options, connect
+
     params = (params if params is not None else LobesParams()).validate()
+    check_cluster_options(scheduler, workers, probe=True)
     wanted = parse_layers(layers) if layers is not None else None
     harvest = open_harvest(harvest_dir)
     missing = [x for x in (wanted or []) if x not in harvest.sae_layers]
@@ -98,8 +106,9 @@ def run(source: str, harvest_dir: str | Path, out: str | Path, params: LobesPara
     wanted = tl_lobes.check_inputs(harvest, suite, wanted)
     tl_lobes.harvest_fingerprint(harvest)
     out = output_dir(out)
-    with Checkpoint(out / ".checkpoint") as ck:
-        result = tl_lobes.analyze(harvest, suite, params, layers=wanted, checkpoint=ck, progress=progress)
+    with Checkpoint(out / ".checkpoint") as ck, connect(scheduler, workers, progress=progress) as client:
+        result = tl_lobes.analyze(harvest, suite, params, layers=wanted, checkpoint=ck, progress=progress,
+                                  client=client)
         result.save(out)
         if figures:
             from featuregeo.pl import lobes as pl_lobes

@@ -61,44 +61,94 @@ def galaxy_spectra(result: GalaxyResult, path: str | Path) -> Path:
     return save_figure(fig, Path(path))
 
 
-def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict[int, float] | None = None) -> Path:
-    """Power-law slope vs layer with intervals, the null slope, activations, and the paper's values if given."""
+def model_layers(result: GalaxyResult, depth: int | None = None) -> tuple[int, str]:
+    """Decoder blocks of the model behind ``result`` and how that was known.
+
+    ``depth`` when given; else the model named in the records' provenance
+    (:func:`featuregeo.io.reference.model_depth`); else the last analysed layer + 1 ("assumed").
+    """
+    from featuregeo.io.reference import model_depth
+
+    if depth is not None:
+        return int(depth), "given"
+    names = {r.provenance.model_name for r in result.layers if r.provenance is not None and r.provenance.model_name}
+    for name in sorted(names):
+        known = model_depth(name)
+        if known:
+            return known, name
+    return max([_x(r.layer) for r in result.layers] + [0]) + 1, "assumed: last analysed layer + 1"
+
+
+def galaxy_slopes(result: GalaxyResult, path: str | Path, reference: dict[int, float] | None = None, *,
+                  depth: int | None = None, reference_depth: int | None = None) -> Path:
+    """Power-law slope vs layer with intervals, the null slope, activations, and the paper's values if given.
+
+    With ``reference`` (the paper's slopes, another model) the x-axis is the **relative depth**
+    ``layer / n_layers`` of each model (ours: ``depth`` or :func:`model_layers`; the paper's:
+    ``reference_depth`` or :func:`featuregeo.io.reference.paper_galaxy_depth`), with our layer numbers on
+    the top axis; without it, the layer.  See :func:`slopes_figure`.
+    """
+    return save_figure(slopes_figure(result, reference, depth=depth, reference_depth=reference_depth), Path(path))
+
+
+def slopes_figure(result: GalaxyResult, reference: dict[int, float] | None = None, *, depth: int | None = None,
+                  reference_depth: int | None = None):
+    """The matplotlib figure of :func:`galaxy_slopes` (not saved; the caller closes it)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    layers = [_x(r.layer) for r in result.layers]
+    if reference:
+        from featuregeo.io.reference import paper_galaxy_depth
+
+        n, how = model_layers(result, depth)
+        n_ref = int(reference_depth or paper_galaxy_depth())
+        pos = lambda layer: _x(layer) / n  # noqa: E731
+    else:
+        pos = _x
+    layers = [pos(r.layer) for r in result.layers]
     slopes = np.array([r.slope for r in result.layers])
     lo = np.array([r.slope_ci[0] for r in result.layers])
     hi = np.array([r.slope_ci[1] for r in result.layers])
     method = result.layers[0].slope_ci_method if result.layers else ""
-    ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3,
-                label=f"SAE decoder rows ({method} interval)")
-    rng_ = [(_x(r.layer), r.window_slope_range) for r in result.layers if r.window_slope_range is not None]
+    corr = [(pos(r.layer), r.slope_corrected) for r in result.layers if r.slope_corrected is not None]
+    if corr:  # the interval is the exponent's, around the bias-corrected slope
+        ax.plot(layers, slopes, "o-", label="SAE decoder rows: sample slope")
+        cs = np.array([v for _, v in corr])
+        ax.errorbar([x for x, _ in corr], cs, yerr=[cs - lo, hi - cs], fmt="D", ms=4, capsize=3, color="tab:purple",
+                    label=f"bias-corrected exponent ({method.split(' +- ')[-1]} interval)")
+    else:
+        ax.errorbar(layers, slopes, yerr=[slopes - lo, hi - slopes], fmt="o-", capsize=3,
+                    label=f"SAE decoder rows ({method} interval)")
+    rng_ = [(pos(r.layer), r.window_slope_range) for r in result.layers if r.window_slope_range is not None]
     if rng_:
         ax.vlines([x for x, _ in rng_], [w[0] for _, w in rng_], [w[1] for _, w in rng_], color="tab:blue", alpha=0.3,
                   lw=6, label="range over fit windows")
     for r in result.layers:
         if np.isfinite(r.curvature):
-            ax.annotate(f"{r.curvature:+.2f}", (_x(r.layer), r.slope), textcoords="offset points", xytext=(4, 6),
+            ax.annotate(f"{r.curvature:+.2f}", (pos(r.layer), r.slope), textcoords="offset points", xytext=(4, 6),
                         fontsize=6, color="tab:blue")
-    clipped = [(_x(r.layer), r.slope) for r in result.layers if r.window_clipped]
+    clipped = [(pos(r.layer), r.slope) for r in result.layers if r.window_clipped]
     if clipped:
         ax.plot(*zip(*clipped), "o", mfc="none", mec="tab:red", ms=11, label="fit window clipped at numerical rank")
-    null = [(_x(r.layer), r.null_slope) for r in result.layers if r.null_slope is not None]
+    null = [(pos(r.layer), r.null_slope) for r in result.layers if r.null_slope is not None]
     if null:
         ax.plot(*zip(*null), "s--", color="grey", label="isotropic Gaussian null (same shape)")
-    act = [(_x(r.layer), r.activation_slope) for r in result.layers if r.activation_slope is not None]
+    act = [(pos(r.layer), r.activation_slope) for r in result.layers if r.activation_slope is not None]
     if act:
         ax.plot(*zip(*act), "^:", color="tab:green", label="raw residual activations")
     if reference:
-        ref = sorted((int(k), v) for k, v in reference.items())
-        ax.plot(*zip(*ref), "x", color="tab:red", ms=8, label="paper (gemma-2-2b, 65k)")
+        ref = sorted((int(k) / n_ref, v) for k, v in reference.items())
+        ax.plot(*zip(*ref), "x", color="tab:red", ms=8, label=f"paper (gemma-2-2b, 65k; {n_ref} layers)")
+        ax.set_xlabel(f"relative depth: layer / number of layers (ours: {n} layers, {how})")
+        top = ax.secondary_xaxis("top", functions=(lambda x: x * n, lambda layer: layer / n))
+        top.set_xlabel("our layer", fontsize=8)
+    else:
+        ax.set_xlabel("layer")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xlabel("layer")
     ax.set_ylabel("power-law slope")
     ax.set_title(f"Galaxy: spectrum slope by layer ({100 * result.params.confidence:.0f}% CI; labels: curvature, "
                  "the log-log quadratic term)", fontsize=9)
     ax.legend(fontsize=8)
-    return save_figure(fig, Path(path))
+    return fig
 
 
 def galaxy_entropy(result: GalaxyResult, path: str | Path) -> Path:
@@ -143,4 +193,4 @@ def plot_all(result: GalaxyResult, out_dir: str | Path, reference: dict[int, flo
     return paths
 
 
-__all__ = ["galaxy_spectra", "galaxy_slopes", "galaxy_entropy", "plot_all", "FIGURES"]
+__all__ = ["galaxy_spectra", "galaxy_slopes", "galaxy_entropy", "plot_all", "model_layers", "slopes_figure", "FIGURES"]

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from featuregeo.io.harvest.files import (FORMAT_VERSION, MANIFEST, check_out_dir
 from featuregeo.io.harvest.params import HarvestError, HarvestParams
 from featuregeo.io.harvest.reader import Harvest
 from featuregeo.io.models import LoadedModel, batches, check_layers, iter_residual_stream
+from featuregeo.io.taps import ResidualTap, tap_request
 
 
 def sae_checksum(sae) -> str:
@@ -166,10 +167,12 @@ def activation_scale(plan: HarvestPlan, layer: int, acts) -> float:
     return float(scales[str(layer)])
 
 
-def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], dashboards: dict | None = None
+def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], dashboards: dict | None = None, *,
+                  taps: Sequence[ResidualTap] = (), first_row: int = 0
                   ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
     """One shard through the model: per SAE layer a bool [blocks, d_sae] firing matrix, per layer the
-    scaled float16 activations (when stored), and the number of tokens read.
+    scaled float16 activations (when stored), and the number of tokens read.  ``taps`` keep residuals
+    of their rows (``first_row``: the index of the shard's first block) from the same forward pass.
 
     When ``dashboards`` is a dict it is filled with one
     :class:`~featuregeo.io.harvest.dashcollect.ShardDashboards` per SAE layer, collected from the
@@ -185,8 +188,12 @@ def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], das
         dashboards.update({L: ShardDashboards(int(plan.saes[L].cfg.d_sae), p.dashboard_k, p.dashboard_window)
                            for L in plan.sae_layers})
     n_tokens = 0
-    for rb in iter_residual_stream(model, [b.input_ids for b in shard], plan.layers, batch_size=p.batch_size,
-                                   seq_len=None, add_bos=False, drop_bos=True, out_dtype="float32"):
+    tap_layers, tap_embeddings = tap_request(taps, first_row, len(shard))
+    for rb in iter_residual_stream(model, [b.input_ids for b in shard], sorted(set(plan.layers) | tap_layers),
+                                   batch_size=p.batch_size, seq_len=None, add_bos=False, drop_bos=True,
+                                   out_dtype="float32", embeddings=tap_embeddings):
+        for tap in taps:
+            tap.take(rb, first_row)
         mask = rb.mask
         for L in plan.layers:
             a = rb.acts[L]  # [B, T, d] float32
@@ -238,20 +245,33 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray], dashboards: d
     return arrays
 
 
-def shard_files(model: LoadedModel, plan: HarvestPlan, shard: list[Block]
-                ) -> tuple[bytes, dict[int, np.ndarray], int]:
+def shard_files(model: LoadedModel, plan: HarvestPlan, shard: list[Block], *, taps: Sequence[ResidualTap] = (),
+                first_row: int = 0) -> tuple[bytes, dict[int, np.ndarray], int]:
     """Everything one shard writes, computed from one forward pass: the shard file's bytes (firing,
     and dashboards when ``plan.params.dashboards``), the activations per layer (when stored), and
     the number of tokens read.  Depends only on the shard's blocks and the plan, so a shard computed
     anywhere (another process, another machine) gives the same bytes."""
     dash: dict | None = {} if plan.params.dashboards and plan.saes else None
-    fired, acts, n_tok = harvest_shard(model, plan, shard, dash)
+    fired, acts, n_tok = harvest_shard(model, plan, shard, dash, taps=taps, first_row=first_row)
     return npz_bytes(shard_arrays(shard, fired, dash, model.tokenizer)), acts, n_tok
+
+
+def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index: int,
+                taps: Sequence[ResidualTap] = ()) -> int:
+    """Harvest shard ``index`` and write its files (activations first, the shard file last: it marks the
+    shard done); returns the number of tokens read.  The serial loop and the cluster's tasks both call it;
+    ``taps`` keep residuals of some blocks from the same forward pass (serial only)."""
+    data, acts, n_tok = shard_files(model, plan, shard, taps=taps, first_row=index * plan.params.shard_blocks)
+    for L, x in acts.items():
+        write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
+    write_file(plan.out / "shards" / shard_name(index), data)
+    return n_tok
 
 
 def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | Path,
             params: HarvestParams | None = None, *, saes: Mapping[int, Any] | None = None,
-            progress: Callable[[str], Any] | None = None, stop_after_shards: int | None = None) -> Harvest:
+            progress: Callable[[str], Any] | None = None, stop_after_shards: int | None = None,
+            taps: Sequence[ResidualTap] = ()) -> Harvest:
     """Run (or resume) a harvest into ``out`` and return a :class:`Harvest` reader.
 
     For every complete block of ``params.block_len`` tokens and every layer with an SAE, the
@@ -276,6 +296,10 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
         Called with one line of text per finished shard.
     stop_after_shards : int, optional
         Stop after writing this many new shards (for tests of resumption).
+    taps : sequence of ResidualTap, optional
+        Keep the residual stream of some blocks (by index in the harvest's block order) from the
+        harvest's own forward pass (:mod:`featuregeo.io.taps`); they change nothing the harvest
+        writes.  Blocks of shards finished earlier are not read again (``tap.fill`` reads them).
 
     Returns
     -------
@@ -299,11 +323,7 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
             path = plan.out / "shards" / shard_name(index)
             n_blocks += len(shard)
             if not path.exists():  # finished earlier: skip without running the model
-                data, acts, n_tok = shard_files(model, plan, shard)
-                for L, x in acts.items():
-                    write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
-                write_file(path, data)  # the shard file marks the shard done
-                tokens += n_tok
+                tokens += write_shard(model, plan, shard, index, taps=taps)
                 new_shards += 1
                 say(f"harvest: shard {index} done, {n_blocks} blocks, "
                     f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f} tokens/s")

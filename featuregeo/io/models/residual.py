@@ -40,12 +40,15 @@ class ResidualBatch:
     input_ids : tensor [batch, T], the tokens at those positions (padding = pad id).
     mask : bool tensor [batch, T], True at real tokens (False at padding and at dropped BOS).
     rows : range, indices of these rows among all inputs.
+    embeddings : tensor [batch, T, d_model] or None, the input of block 0 (the model's scaled token
+        embeddings; ``rep 0`` of :func:`featuregeo.io.hooks.read_representations`), when asked for.
     """
 
     acts: dict
     input_ids: Any
     mask: Any
     rows: range
+    embeddings: Any = None
 
     @property
     def n_tokens(self) -> int:
@@ -136,13 +139,14 @@ def _check_common(loaded, batch_size, seq_len):
 
 def iter_residual_stream(loaded: LoadedModel, inputs, layers: int | Iterable[int], *,
                          batch_size: int = 16, seq_len: int | None = 256, add_bos: bool | None = None,
-                         drop_bos: bool = True, out_dtype: str | None = None
+                         drop_bos: bool = True, out_dtype: str | None = None, embeddings: bool = False
                          ) -> Iterator[ResidualBatch]:
     """Stream residual activations one batch at a time (for writing to disk as you go).
 
     Parameters are as in :func:`residual_stream`; ``inputs`` may be any iterable (also a generator)
     of texts or token-id rows, consumed lazily.  Yields :class:`ResidualBatch`; rows are right-padded
-    to the longest row of their batch.
+    to the longest row of their batch.  ``embeddings=True`` also keeps the input of block 0
+    (``ResidualBatch.embeddings``) from the same forward pass.
     """
     import torch
 
@@ -166,16 +170,22 @@ def iter_residual_stream(loaded: LoadedModel, inputs, layers: int | Iterable[int
             mask[:, 0] &= ids[:, 0] != bos
         # no padding -> no mask: lets attention take its plain causal path (measurably faster)
         amask = None if bool(attn.all()) else attn.to(device)
-        acts = _forward_layers(loaded, ids.to(device), amask, layers, odt)
-        yield ResidualBatch(acts=acts, input_ids=ids, mask=mask, rows=range(start, start + len(batch)))
+        acts = _forward_layers(loaded, ids.to(device), amask, layers, odt, embeddings=embeddings)
+        emb = acts.pop(EMBEDDINGS, None)
+        yield ResidualBatch(acts=acts, input_ids=ids, mask=mask, rows=range(start, start + len(batch)), embeddings=emb)
         start += len(batch)
 
 
-def _forward_layers(loaded: LoadedModel, ids, attn, layers: list[int], odt) -> dict:
+EMBEDDINGS = "embeddings"  # key of the block-0 input in _forward_layers' output
+
+
+def _forward_layers(loaded: LoadedModel, ids, attn, layers: list[int], odt, *, embeddings: bool = False) -> dict:
     import torch
 
     if loaded.kind == "tl":
         names = {f"blocks.{L}.hook_resid_post": L for L in layers}
+        if embeddings:
+            names["blocks.0.hook_resid_pre"] = EMBEDDINGS
         with torch.inference_mode():
             _, cache = loaded.model.run_with_cache(ids, attention_mask=attn, names_filter=list(names),
                                                    stop_at_layer=max(layers) + 1)
@@ -196,7 +206,12 @@ def _forward_layers(loaded: LoadedModel, ids, attn, layers: list[int], odt) -> d
 
         return hook
 
-    handles = [blocks[L].register_forward_hook(make_hook(L)) for L in layers]
+    def pre_hook(module, args, kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        out[EMBEDDINGS] = h.detach().to("cpu", odt, copy=True)
+
+    handles = [blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)] if embeddings else []
+    handles += [blocks[L].register_forward_hook(make_hook(L)) for L in layers]
     try:
         with torch.inference_mode():
             base(input_ids=ids, attention_mask=attn, use_cache=False)

@@ -11,6 +11,8 @@ Stages, one module each:
   sums), eigenvalues, numerical rank.
 * :mod:`~featuregeo.tl.galaxy.powerlaw` — least squares of log10(eigenvalue) on log10(rank) over a rank
   window clipped at the numerical rank, with a t-interval on the slope; window sensitivity.
+* :mod:`~featuregeo.tl.galaxy.bootstrap` — row bootstrap of the slope; :mod:`~featuregeo.tl.galaxy.bias` —
+  the slope corrected for the sample-size distortion of the spectrum (simulated Gaussian clouds).
 * :mod:`~featuregeo.tl.galaxy.nulls` — isotropic Gaussian clouds of the same shape, streamed.
 * :mod:`~featuregeo.tl.galaxy.entropy` — Gaussian minus Kozachenko-Leonenko k-NN entropy on
   subsamples drawn without replacement while the rows stream, with a same-spectrum Gaussian null.
@@ -27,6 +29,7 @@ Kozachenko & Leonenko, "Sample estimate of the entropy of a random vector", Prob
 from __future__ import annotations
 
 from featuregeo.tl.galaxy.analysis import analyze, analyze_cloud
+from featuregeo.tl.galaxy.bias import SlopeBiasCorrection, correct_slope_bias
 from featuregeo.tl.galaxy.entropy import (EntropyEstimate, EntropyRepeats, RowSampler, clustering_entropy,
                                           gaussian_entropy, knn_entropy)
 from featuregeo.tl.galaxy.nulls import GaussianRows, isotropic_null_cloud
@@ -40,4 +43,5 @@ __all__ = [
     "covariance", "eigenspectrum", "numerical_rank", "fit_power_law", "window_sensitivity", "PowerLawFit",
     "GaussianRows", "isotropic_null_cloud", "gaussian_entropy", "knn_entropy", "clustering_entropy",
     "EntropyEstimate", "EntropyRepeats", "RowSampler", "DEFAULT_FIT_RANKS", "DEFAULT_WINDOWS",
+    "SlopeBiasCorrection", "correct_slope_bias",
 ]

@@ -12,6 +12,7 @@ from featuregeo.core.data import FeatureCloud, Provenance, Suite
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import fingerprint, say, seed_sequence
 from featuregeo.io.activations import ActivationSource
+from featuregeo.tl.galaxy.bias import correct_slope_bias
 from featuregeo.tl.galaxy.bootstrap import bootstrap_slopes, normal_interval
 from featuregeo.tl.galaxy.entropy import RowSampler, entropy_from_sampler, top_eigenvectors
 from featuregeo.tl.galaxy.nulls import isotropic_null_cloud
@@ -21,6 +22,7 @@ from featuregeo.tl.galaxy.spectrum import accumulate, eigenspectrum
 
 #: seed sub-streams (``seed_sequence(seed, layer_or_0, STREAM)``)
 NULL_STREAM, SAMPLE_STREAM, ENTROPY_NULL_STREAM, BOOTSTRAP_STREAM, ACT_BOOTSTRAP_STREAM, BASIS_STREAM = 1, 2, 3, 4, 5, 6
+BIAS_STREAM = 7
 
 Activations = np.ndarray | FeatureCloud
 
@@ -45,9 +47,10 @@ def _activation_cloud(activations: Activations | None, cloud: FeatureCloud) -> F
     return acts
 
 
-def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None, keep: list | None = None):
+def _spectrum(cloud: FeatureCloud, p: GalaxyParams, name: str, on_chunk=None, keep: list | None = None,
+              client: Any = None):
     acc = accumulate(cloud, center=p.center, normalize=p.normalize, chunk_rows=p.chunk_rows, on_chunk=on_chunk,
-                     name=name)
+                     name=name, client=client)
     cov, n = acc.result()
     if keep is not None:
         keep[:] = [cov, acc.mean()]
@@ -77,12 +80,34 @@ def _entropy_basis(cov: np.ndarray, p: GalaxyParams, seed) -> np.ndarray | None:
     return top_eigenvectors(lambda q: c @ q, d, int(p.entropy_pca_dim), seed)
 
 
+def _correct_bias(rec: GalaxyLayer, ev: np.ndarray, n: int, p: GalaxyParams, seed, stderr: float) -> None:
+    """Centre the slope interval on the slope corrected for the sample-size distortion (:mod:`.bias`).
+
+    Half-width: the sample slope's spread (row bootstrap sd, or the regression standard error without a
+    bootstrap) divided by the gain d(sample slope)/d(population slope), widened for the Monte Carlo
+    error of the correction (``sqrt(1 + 1/sims)``: the simulated clouds are as noisy as the observed one).
+    """
+    from scipy import stats
+
+    c = correct_slope_bias(ev, n, rec.fit_ranks, iterations=p.slope_bias_iterations, sims=p.slope_bias_sims,
+                           center=p.center, seed=seed)
+    sd = rec.slope_bootstrap_sd if rec.slope_bootstrap_sd is not None else stderr
+    gain = c.gain if np.isfinite(c.gain) and c.gain > 0.2 else 1.0
+    half = stats.norm.ppf(0.5 + p.confidence / 2) * sd / gain * np.sqrt(1 + 1 / p.slope_bias_sims)
+    rec.slope_sample_ci = rec.slope_ci
+    rec.slope_corrected, rec.slope_bias, rec.slope_bias_se, rec.slope_bias_gain = c.slope, c.bias, c.bias_se, c.gain
+    rec.slope_ci = (float(c.slope - half), float(c.slope + half))
+    spread = (f"row bootstrap ({p.slope_bootstrap} replicates)" if rec.slope_bootstrap_sd is not None
+              else "regression t")
+    rec.slope_ci_method = f"bias-corrected ({p.slope_bias_sims} simulated clouds) +- {spread}"
+
+
 def _window_range(fits) -> tuple[float, float] | None:
     return (float(min(f.slope for f in fits)), float(max(f.slope for f in fits))) if fits else None
 
 
 def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
-                  activations: Activations | None = None) -> GalaxyLayer:
+                  activations: Activations | None = None, client: Any = None) -> GalaxyLayer:
     """Galaxy analysis of one point cloud (one layer).
 
     One streamed pass over the rows builds the covariance and draws the entropy subsamples; the
@@ -98,6 +123,10 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
     activations : ndarray (n_tokens, d_model) or FeatureCloud, optional
         Raw residual activations of the same layer; their spectrum is computed by the same code
         (the paper's "SAE features vs raw activations" comparison).
+    client : distributed.Client, optional
+        Compute the covariance sums (cloud, null, activations) on a Dask cluster
+        (:func:`featuregeo.io.cluster.connect`), reduced in chunk order: the same result whatever
+        the number of workers.
 
     Returns
     -------
@@ -126,7 +155,7 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
                if p.entropy else None)
     kept: list = []
     ev, n = _spectrum(cloud, p, name, sampler.add if sampler else None,
-                      keep=kept if (p.slope_bootstrap or p.entropy) else None)
+                      keep=kept if (p.slope_bootstrap or p.entropy) else None, client=client)
     basis = _entropy_basis(kept[0], p, seed_sequence(p.seed, lk, BASIS_STREAM)) if p.entropy else None
     fit_kw = dict(n_rows=n, center=p.center, rank_rtol=p.rank_rtol)
     try:
@@ -146,15 +175,17 @@ def analyze_cloud(cloud: FeatureCloud, params: GalaxyParams | None = None, *,
             cloud, kept, fit, p, seed_sequence(p.seed, lk, BOOTSTRAP_STREAM))
         rec.slope_ci_method = f"row bootstrap ({p.slope_bootstrap} replicates, normal)"
     del kept
+    if p.slope_bias_sims:
+        _correct_bias(rec, ev, n, p, seed_sequence(p.seed, lk, BIAS_STREAM), fit.stderr)
     if p.null:
         null_seed = int(seed_sequence(p.seed, lk, NULL_STREAM).integers(2**63))
-        nev, _ = _spectrum(isotropic_null_cloud(n, cloud.d_model, null_seed), p, "null")
+        nev, _ = _spectrum(isotropic_null_cloud(n, cloud.d_model, null_seed), p, "null", client=client)
         nfit = fit_power_law(nev, p.fit_ranks, p.confidence, **fit_kw)
         rec.null_slope, rec.null_slope_ci, rec.null_eigenvalues = nfit.slope, nfit.slope_ci, nev
         rec.null_curvature = nfit.curvature
     if acts is not None:
         akept: list = []
-        aev, an = _spectrum(acts, p, "activations", keep=akept if p.slope_bootstrap else None)
+        aev, an = _spectrum(acts, p, "activations", keep=akept if p.slope_bootstrap else None, client=client)
         try:
             afit = fit_power_law(aev, p.fit_ranks, p.confidence, n_rows=an, center=p.center, rank_rtol=p.rank_rtol)
         except InputError as e:
@@ -208,7 +239,7 @@ def _activation_lookup(activations: Any, keys: list) -> Callable[[Any], tuple[Ac
 
 def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = None, *,
             activations: Any = None, checkpoint: Checkpoint | None = None,
-            progress: Callable[[str], None] | None = None) -> GalaxyResult:
+            progress: Callable[[str], None] | None = None, client: Any = None) -> GalaxyResult:
     """Galaxy analysis of every layer of a suite (or of one cloud), one layer in memory at a time.
 
     Parameters
@@ -223,6 +254,8 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
         identity and content, the activations' identity, the layer) is unchanged.
     progress : callable, optional
         Receives one line per layer.
+    client : distributed.Client, optional
+        Compute the covariance sums on a Dask cluster (see :func:`analyze_cloud`).
 
     Returns
     -------
@@ -254,7 +287,7 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
         acts, acts_id = lookup(key)
 
         def compute(cloud=cloud, acts=acts, key=key) -> GalaxyLayer:
-            rec = analyze_cloud(cloud, p, activations=acts)
+            rec = analyze_cloud(cloud, p, activations=acts, client=client)
             rec.layer = key if rec.layer is None else rec.layer
             return rec
 
@@ -277,4 +310,4 @@ def analyze(suite_or_cloud: Suite | FeatureCloud, params: GalaxyParams | None = 
 
 
 __all__ = ["analyze", "analyze_cloud", "NULL_STREAM", "SAMPLE_STREAM", "ENTROPY_NULL_STREAM", "BOOTSTRAP_STREAM",
-           "ACT_BOOTSTRAP_STREAM", "BASIS_STREAM"]
+           "ACT_BOOTSTRAP_STREAM", "BASIS_STREAM", "BIAS_STREAM"]

@@ -15,8 +15,8 @@ spread of the sampling distribution, centred on the estimate, see :func:`percent
 Limits: the bootstrap measures the *sampling spread* of the sample spectrum's slope.  When the
 number of dimensions is a sizeable fraction of the number of rows, the sample eigenvalues are
 systematically distorted (the Marchenko-Pastur spreading) and the sample slope is a biased
-estimate of the population exponent; no resampling of rows reproduces that bias (see
-``docs/analyses/galaxy.md``).  The bias of a given shape is measured by ``bench_galaxy_spectrum.py``.
+estimate of the population exponent; no resampling of rows reproduces that bias.  It is simulated
+and removed in :mod:`featuregeo.tl.galaxy.bias`, which centres the interval on the corrected slope.
 """
 
 from __future__ import annotations

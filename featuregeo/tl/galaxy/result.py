@@ -56,6 +56,13 @@ class GalaxyParams(Params):
         Row-bootstrap replicates of the slope interval (resample feature rows, recompute the
         spectrum, refit); 0 keeps the regression t-interval (too narrow: it treats correlated
         log-eigenvalues as independent).
+    slope_bias_sims : int, default=2
+        Simulated Gaussian clouds of the same ``n x d`` shape behind the correction of the slope for
+        the sample-size distortion of the spectrum (:mod:`~featuregeo.tl.galaxy.bias`); the interval
+        is then centred on the corrected slope.  0: no correction (the interval is around the sample
+        slope and misses the population exponent when ``d / n`` is sizeable).
+    slope_bias_iterations : int, default=2
+        Newton steps of that correction.
     confidence : float, default=0.95
         Level of every interval.
     rank_rtol : float or None, default=None
@@ -79,6 +86,8 @@ class GalaxyParams(Params):
     entropy_repeats: int = 20
     entropy_null: bool = True
     slope_bootstrap: int = 50
+    slope_bias_sims: int = 2
+    slope_bias_iterations: int = 2
     confidence: float = 0.95
     rank_rtol: float | None = None
     seed: int = 0
@@ -101,6 +110,8 @@ class GalaxyParams(Params):
         if 0 < self.slope_bootstrap < 20:
             raise InputError(f"slope_bootstrap: expected 0 (t-interval) or at least 20 replicates. "
                              f"Got {self.slope_bootstrap} instead.")
+        check_int("slope_bias_sims", self.slope_bias_sims, minimum=0)
+        check_int("slope_bias_iterations", self.slope_bias_iterations, minimum=1)
         if self.entropy_k >= self.entropy_subsample:
             raise InputError(f"entropy_k: expected fewer neighbours than entropy_subsample ({self.entropy_subsample}). "
                              f"Got {self.entropy_k} instead.")
@@ -142,8 +153,17 @@ class GalaxyLayer(ArrayEq, Result):
     eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros(0))
     null_eigenvalues: np.ndarray | None = None
     activation_eigenvalues: np.ndarray | None = None
-    #: how ``slope_ci`` was made: "row bootstrap (N replicates, normal)" or "regression t" (slope_bootstrap=0)
+    #: how ``slope_ci`` was made: e.g. "bias-corrected (2 simulated clouds) +- row bootstrap (50 replicates)",
+    #: "row bootstrap (N replicates, normal)" or "regression t" (slope_bootstrap=0)
     slope_ci_method: str = "regression t"
+    #: the slope corrected for the sample-size distortion (None: slope_bias_sims=0); ``slope_ci`` is around it
+    slope_corrected: float | None = None
+    #: slope - slope_corrected, its Monte Carlo standard error, and d(sample slope)/d(population slope)
+    slope_bias: float | None = None
+    slope_bias_se: float | None = None
+    slope_bias_gain: float | None = None
+    #: the sample slope +- its row-bootstrap spread (the interval of the sample statistic, not of the exponent)
+    slope_sample_ci: tuple[float, float] | None = None
     slope_t_ci: tuple[float, float] | None = None
     slope_bootstrap_sd: float | None = None
     slope_replicates: np.ndarray | None = None
@@ -187,7 +207,10 @@ class GalaxyResult(ArrayEq, Result):
                 "slope_ci_hi": r.slope_ci[1], "fit_rank_lo": r.fit_ranks[0], "fit_rank_hi": r.fit_ranks[1],
                 "window_clipped": r.window_clipped, "r2": r.r2, "slope_ci_method": r.slope_ci_method,
                 "slope_t_ci_lo": ci(r.slope_t_ci, 0), "slope_t_ci_hi": ci(r.slope_t_ci, 1),
-                "slope_bootstrap_sd": r.slope_bootstrap_sd, "curvature": r.curvature, "rms_residual": r.rms_residual,
+                "slope_bootstrap_sd": r.slope_bootstrap_sd, "slope_corrected": r.slope_corrected,
+                "slope_bias": r.slope_bias, "slope_bias_se": r.slope_bias_se, "slope_bias_gain": r.slope_bias_gain,
+                "slope_sample_ci_lo": ci(r.slope_sample_ci, 0), "slope_sample_ci_hi": ci(r.slope_sample_ci, 1),
+                "curvature": r.curvature, "rms_residual": r.rms_residual,
                 "window_slope_min": ci(r.window_slope_range, 0), "window_slope_max": ci(r.window_slope_range, 1),
                 "null_slope": r.null_slope, "null_curvature": r.null_curvature,
                 "activation_slope": r.activation_slope,

@@ -3,12 +3,18 @@
 The covariance is accumulated chunk by chunk in float64 from float32 products (one BLAS
 ``syrk``-style ``C.T @ C`` per chunk), so a 1M x 2304 decoder on disk never sits in memory.  Each
 chunk is scaled by a power of two before its product (exact in binary floating point), so values
-as large as 1e30 or as small as 1e-30 neither overflow nor underflow the float32 product.
+as large as 1e30 or as small as 1e-30 neither overflow nor underflow the float32 product.  Each
+chunk's product runs on one BLAS thread (chunks run in parallel), and the float64 sums are added in
+chunk order, so the covariance has the same bits whatever the thread count — or, with a Dask
+client, the number of workers.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from scipy import linalg
@@ -73,8 +79,17 @@ class CovarianceAccumulator:
 
     def add(self, chunk: np.ndarray) -> None:
         """Accumulate one float chunk ``[rows, d]`` (must be finite)."""
+        c = self.prepare(chunk)
+        if c is not None:
+            self.add_moments(*chunk_moments(c, self._shift, self.name))
+
+    def prepare(self, chunk: np.ndarray) -> np.ndarray | None:
+        """The chunk as it is accumulated (float32, unit rows when ``normalize``), None when it is empty.
+
+        The first non-empty chunk fixes the shift (:attr:`shift`) every chunk's moments are taken about.
+        """
         if chunk.shape[0] == 0:
-            return
+            return None
         c = np.asarray(chunk, dtype=np.float32)
         if self.normalize:
             c = _unit_rows_safe(c)
@@ -87,15 +102,18 @@ class CovarianceAccumulator:
         elif c.shape[1] != self._s2.shape[0]:
             raise InputError(f"{self.name}: rows of width {c.shape[1]} after rows of width {self._s2.shape[0]}; "
                              "expected one width")
-        peak = max(float(np.max(np.abs(c))), float(np.max(np.abs(self._shift))))
-        if not np.isfinite(peak):
-            raise InputError(f"{self.name}: non-finite values (NaN or inf); expected finite rows")
-        e = _pow2_exponent(peak)
-        scaled = np.ldexp(c, -e).astype(np.float32, copy=False)
-        scaled -= np.ldexp(self._shift, -e).astype(np.float32)
-        self._s1 += np.ldexp(scaled.sum(axis=0, dtype=np.float64), e)
-        self._s2 += np.ldexp((scaled.T @ scaled).astype(np.float64), 2 * e)  # A.T @ A dispatches to syrk
-        self.n += c.shape[0]
+        return c
+
+    @property
+    def shift(self) -> np.ndarray | None:
+        """The point moments are taken about (the first chunk's mean when centred); None before any rows."""
+        return self._shift
+
+    def add_moments(self, s1: np.ndarray, s2: np.ndarray, n: int) -> None:
+        """Add one chunk's :func:`chunk_moments` (in chunk order, this is exactly :meth:`add`)."""
+        self._s1 += s1
+        self._s2 += s2
+        self.n += int(n)
 
     def mean(self) -> np.ndarray:
         """Mean of the rows accumulated so far (after normalisation when ``normalize``)."""
@@ -120,6 +138,57 @@ class CovarianceAccumulator:
             raise InputError(f"{self.name}: the covariance is not finite; expected finite rows of magnitude "
                              "below 1e150")
         return cov, n
+
+
+def chunk_moments(c: np.ndarray, shift: np.ndarray, name: str = "data") -> tuple[np.ndarray, np.ndarray, int]:
+    """``(sum of rows, sum of outer products, rows)`` of a prepared float32 chunk about ``shift``, in float64.
+
+    The chunk is scaled by a power of two before its float32 product (exact), so large or tiny
+    values neither overflow nor underflow.  A pure function of its inputs: a cluster's workers compute
+    it for chunks, and adding the results in chunk order reproduces a serial :class:`CovarianceAccumulator`.
+    """
+    peak = max(float(np.max(np.abs(c))), float(np.max(np.abs(shift))))
+    if not np.isfinite(peak):
+        raise InputError(f"{name}: non-finite values (NaN or inf); expected finite rows")
+    e = _pow2_exponent(peak)
+    scaled = np.ldexp(c, -e).astype(np.float32, copy=False)
+    scaled -= np.ldexp(shift, -e).astype(np.float32)
+    s1 = np.ldexp(scaled.sum(axis=0, dtype=np.float64), e)
+    s2 = np.ldexp((scaled.T @ scaled).astype(np.float64), 2 * e)  # A.T @ A dispatches to syrk
+    return s1, s2, int(c.shape[0])
+
+
+def _moments_task(item: tuple[np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`chunk_moments` as a cluster task: one task at a time per process, on one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+
+    from featuregeo.io.cluster import worker_lock
+
+    with worker_lock(), threadpool_limits(1, user_api="blas"):
+        return chunk_moments(*item)
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _thread_map_ordered(fn: Callable, items: Iterator, threads: int) -> Iterator:
+    """``fn(*item)`` on a thread pool, results in item order, at most ``threads`` items in flight."""
+    if threads <= 1:
+        for item in items:
+            yield fn(*item)
+        return
+    with ThreadPoolExecutor(threads) as ex:
+        pending: deque = deque()
+        for item in items:
+            pending.append(ex.submit(fn, *item))
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def prepare_rows(chunk: np.ndarray, normalize: bool) -> np.ndarray:
@@ -148,7 +217,8 @@ def covariance(
     normalize : bool, default=False
         Scale every row to unit norm first (zero rows are left at zero).
     chunk_rows : int, default=16384
-        Rows per chunk; peak extra memory is about two float32 chunks plus two d x d float64 matrices.
+        Rows per chunk; peak extra memory is about one float32 chunk plus one d x d float64 matrix
+        per CPU (chunks in flight), plus the two d x d sums.
     on_chunk : callable, optional
         Called as ``on_chunk(row_ids, rows)`` with every float32 chunk (before normalisation), so a
         caller can draw a subsample in the same pass (see :class:`~featuregeo.tl.galaxy.entropy.RowSampler`).
@@ -174,13 +244,36 @@ def covariance(
 
 def accumulate(data: FeatureCloud | np.ndarray, *, center: bool = True, normalize: bool = False,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, on_chunk: ChunkSink | None = None,
-               name: str = "data") -> CovarianceAccumulator:
-    """One streamed pass of :func:`covariance`, returning the accumulator (its ``result()`` and ``mean()``)."""
+               name: str = "data", client: Any = None) -> CovarianceAccumulator:
+    """One streamed pass of :func:`covariance`, returning the accumulator (its ``result()`` and ``mean()``).
+
+    Every chunk's float32 product runs on one BLAS thread (a multi-threaded BLAS rounds differently
+    with each thread count) — chunks run in parallel instead — and the chunks' float64 sums are
+    added in chunk order.  So the sums are the same bits on any machine configuration, and with a
+    Dask ``client`` (:func:`featuregeo.io.cluster.connect`), where the chunks are read here and
+    their :func:`chunk_moments` computed on the cluster's workers, the same as without one.
+    """
+    from threadpoolctl import threadpool_limits
+
     acc = CovarianceAccumulator(center=center, normalize=normalize, name=name)
-    for ids, chunk in iter_rows(data, chunk_rows, name):
-        if on_chunk is not None:
-            on_chunk(ids, chunk)
-        acc.add(chunk)
+
+    def prepared() -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        for ids, chunk in iter_rows(data, chunk_rows, name):
+            if on_chunk is not None:
+                on_chunk(ids, chunk)
+            c = acc.prepare(chunk)
+            if c is not None:
+                yield c, acc.shift, name
+
+    if client is not None:
+        from featuregeo.io.cluster import map_ordered
+
+        for moments in map_ordered(client, _moments_task, prepared()):
+            acc.add_moments(*moments)
+        return acc
+    with threadpool_limits(1, user_api="blas"):
+        for moments in _thread_map_ordered(chunk_moments, prepared(), _threads()):
+            acc.add_moments(*moments)
     return acc
 
 
@@ -235,5 +328,5 @@ def numerical_rank(eigenvalues: np.ndarray, *, n_rows: int | None = None, center
     return r
 
 
-__all__ = ["covariance", "accumulate", "prepare_rows", "eigenspectrum", "numerical_rank", "default_rank_rtol", "CovarianceAccumulator",
+__all__ = ["covariance", "accumulate", "chunk_moments", "prepare_rows", "eigenspectrum", "numerical_rank", "default_rank_rtol", "CovarianceAccumulator",
            "iter_rows", "FLOAT32_EPS"]

@@ -170,12 +170,21 @@ def _check_heldout(data: HeldoutRows, params: LayersParams) -> None:
                              f"Got {tuple(np.shape(data.loss_rows))} instead.")
 
 
+def _check_representations(reps, model: LoadedModel, data: HeldoutRows) -> np.ndarray:
+    want = (int(model.n_layers) + 1, data.rows.shape[0], data.rows.shape[1] - 1, int(model.d_model))
+    reps = np.asarray(reps)
+    if reps.shape != want or not np.issubdtype(reps.dtype, np.floating):
+        raise InputError(f"representations: expected a float array of shape {want} (n_layers + 1, n_blocks, "
+                         f"block_len, d_model) for the held-out rows. Got {reps.dtype} {reps.shape} instead.")
+    return reps.astype(np.float32, copy=False)
+
+
 def _matrices(model, data: HeldoutRows, params: LayersParams, mfp: str, checkpoint: Checkpoint | None,
-              progress) -> dict[str, np.ndarray]:
+              progress, representations: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Similarity matrices per measure; activations are read (or reloaded) only when a matrix is missing."""
     rows = np.asarray(data.rows, dtype=np.int64)
     rows_fp = fingerprint(rows)
-    acts: list[np.ndarray] = []
+    acts: list[np.ndarray] = [] if representations is None else [representations]
 
     def get_acts() -> np.ndarray:
         if not acts:
@@ -204,7 +213,8 @@ def _matrices(model, data: HeldoutRows, params: LayersParams, mfp: str, checkpoi
 
 def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None = None, *,
             slopes: Mapping[int, float] | None = None, heldout: HeldoutRows | None = None,
-            checkpoint: Checkpoint | None = None, progress: Callable[[str], None] | None = None) -> LayersResult:
+            representations: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
+            progress: Callable[[str], None] | None = None) -> LayersResult:
     """The whole layer comparison of a loaded model.
 
     Parameters
@@ -219,6 +229,10 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
         Galaxy slopes to use instead of refitting (e.g. read from a ``galaxy.json``).
     heldout : HeldoutRows, optional
         Token rows to read (default: :func:`heldout_rows` of the built-in corpus with ``params``).
+    representations : ndarray [n_layers + 1, n_blocks, block_len, d_model], optional
+        The representations of ``heldout.rows`` (as :func:`read_representations` returns them) when a
+        forward pass elsewhere already read them (the demo's harvest, through a
+        :class:`featuregeo.io.taps.ResidualTap`); then the model is not run for the similarity measures.
     checkpoint : Checkpoint, optional
         Stores and reuses the units listed in the module docstring.
     progress : callable, optional
@@ -239,10 +253,12 @@ def analyze(model: LoadedModel, suite: Suite | None, params: LayersParams | None
     check_inputs(model, suite, params, slopes)
     data = heldout if heldout is not None else heldout_rows(model.tokenizer, params)
     _check_heldout(data, params)
+    if representations is not None:
+        representations = _check_representations(representations, model, data)
     mfp = model_fingerprint(model)
     say(progress, f"layers: {model.name} ({model.n_layers} blocks), {data.n_tokens} tokens, measures "
                   f"{', '.join(params.measures)}")
-    mats = _matrices(model, data, params, mfp, checkpoint, progress)
+    mats = _matrices(model, data, params, mfp, checkpoint, progress, representations)
     red = {m: redundancy(mats[m]) for m in params.measures}
     base, deb_red = (None, None), None
     if "cka" in params.measures:

@@ -27,15 +27,16 @@ Modules: :mod:`~featuregeo.tl.lens.params`, :mod:`~featuregeo.tl.lens.results`,
 from __future__ import annotations
 
 from featuregeo.tl.lens.analysis import LensData, analyze, check_inputs, lens_data, read_layers, trajectory
-from featuregeo.tl.lens.metrics import METRICS, block_bootstrap, evaluate_lenses, token_metrics
+from featuregeo.tl.lens.metrics import METRICS, block_bootstrap, evaluate_lenses
 from featuregeo.tl.lens.params import DEFAULT_SENTENCE, LensParams
 from featuregeo.tl.lens.probes import ProbeFit, control_labels, fit_probe, probe_directions, random_directions
 from featuregeo.tl.lens.results import (CausalCheck, Interval, LensLayer, LensResult, LensScores, ProbeScore,
                                         Trajectory)
+from featuregeo.tl.lens.train import train_lenses
 from featuregeo.tl.lens.tuned import LENS_FORMAT, TunedLens, choose_subset, subset_readout, train_translator, translate
 
 __all__ = ["LensParams", "LensResult", "LensLayer", "LensScores", "Interval", "ProbeScore", "CausalCheck", "Trajectory",
            "LensData", "TunedLens", "analyze", "check_inputs", "lens_data", "read_layers", "trajectory", "METRICS",
-           "block_bootstrap", "evaluate_lenses", "token_metrics", "ProbeFit", "fit_probe", "control_labels",
+           "block_bootstrap", "evaluate_lenses", "train_lenses", "ProbeFit", "fit_probe", "control_labels",
            "probe_directions", "random_directions", "LENS_FORMAT", "choose_subset", "subset_readout",
            "train_translator", "translate", "DEFAULT_SENTENCE"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.errors import InputError
-from featuregeo.core.util import fingerprint, say
+from featuregeo.core.util import atomic_write_bytes, fingerprint, say
 from featuregeo.io.hooks import heldout_loss
 from featuregeo.io.lens_hooks import Readout, ablate_directions, find_readout, hidden_states, model_identity
 from featuregeo.io.models import LoadedModel, check_layers
@@ -21,7 +21,8 @@ from featuregeo.tl.lens.params import LensParams
 from featuregeo.tl.lens.probes import control_labels, fit_probe, probe_directions, random_directions
 from featuregeo.tl.lens.results import (CausalCheck, Interval, LensLayer, LensResult, LensScores, ProbeScore,
                                         Trajectory)
-from featuregeo.tl.lens.tuned import TunedLens, choose_subset, train_translator
+from featuregeo.tl.lens.train import train_lenses, translator
+from featuregeo.tl.lens.tuned import TunedLens, choose_subset
 
 __all__ = ["LensData", "lens_data", "check_inputs", "read_layers", "analyze"]
 
@@ -96,6 +97,106 @@ def _unit(ck: Checkpoint | None, key: str, fp: str, compute):
     return compute() if ck is None else ck.arrays(key, fp, compute)
 
 
+def _npz_save(value: dict, d) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **value)
+    atomic_write_bytes(d / "arrays.npz", buf.getvalue())
+
+
+def _npz_load(d) -> dict:
+    with np.load(d / "arrays.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _pick_subset(model: LoadedModel, rows: np.ndarray, readout: Readout, params: LensParams) -> dict:
+    """The training vocabulary subset: the most final-distribution mass over ``subset_tokens`` tokens."""
+    import torch
+
+    T = params.block_len
+    h = hidden_states(model, rows[:max(1, math.ceil(params.subset_tokens / T))], [model.n_layers - 1])[0, :, :T]
+    h = torch.as_tensor(h.reshape(-1, h.shape[-1])[:params.subset_tokens])
+    with torch.no_grad():
+        mass = sum(torch.softmax(readout.logits(h[j:j + 64]), -1).sum(0) for j in range(0, h.shape[0], 64))
+    return {"subset": choose_subset(torch.log(mass)[None], params.vocab_subset)}
+
+
+def _train_stage(model: LoadedModel, data: LensData, params: LensParams, readout: Readout, layers: list[int],
+                 lens: TunedLens | None, base_fp: str, ck: Checkpoint | None, progress):
+    """Train the translators of ``layers`` (except the last and those ``lens`` has) in one streamed pass.
+
+    Units: ``subset``; ``translator_<L>`` per layer; ``tuned_state`` (the optimiser state after each
+    chunk of training rows, so an interrupted run resumes mid-training).
+    Returns (TunedLens, losses, trained layers, subset, training tokens).
+    """
+    import torch
+
+    last = model.n_layers - 1
+    T = params.block_len
+    rows = data.train.rows
+    subset = None
+    nothing_to_train = lens is not None and all(L in lens.weights for L in layers if L != last)
+    if lens is not None and lens.subset is not None:
+        subset = np.asarray(lens.subset)
+    elif params.vocab_subset and not nothing_to_train:
+        fp = fingerprint(base_fp, "subset", params.vocab_subset, params.subset_tokens)
+        subset = _unit(ck, "subset", fp, lambda: _pick_subset(model, rows, readout, params))["subset"]
+    cfg = {"steps": params.steps, "batch_tokens": params.batch_tokens, "lr": params.lr,
+           "vocab_subset": params.vocab_subset, "vocab_sample": params.vocab_sample, "train_dtype": params.train_dtype,
+           "train_tokens": int(rows.shape[0] * T), "chunk_tokens": params.chunk_tokens, "seed": params.seed,
+           "objective": "subset + sampled rest bucket" if params.vocab_subset else "full vocabulary"}
+    trained = TunedLens(identity=model_identity(model), subset=subset, config=cfg)
+    units, todo, fps = {}, [], {}
+    for L in layers:
+        if L == last:
+            continue
+        if lens is not None and L in lens.weights:
+            trained.weights[L], trained.biases[L] = lens.weights[L], lens.biases[L]
+            continue
+        fps[L] = fingerprint(base_fp, "translator", L, cfg, subset)
+        u = None if ck is None else ck.get(f"translator_{L}", fps[L], _npz_load)
+        if u is None:
+            todo.append(L)
+        else:
+            units[L] = u
+    if todo:
+        R = max(1, math.ceil(params.chunk_tokens / T))
+        n_chunks = math.ceil(rows.shape[0] / R)
+        read = sorted(set(todo) | {last})
+        fps_state = fingerprint(base_fp, "tuned_state", todo, cfg, subset)
+        resume = None if ck is None else ck.get("tuned_state", fps_state, _npz_load)
+        if resume is not None:
+            say(progress, f"lens: resuming the tuned-lens training after chunk {int(resume['next_chunk'])}/{n_chunks}")
+
+        def source(c):
+            say(progress, f"lens: training chunk {c + 1}/{n_chunks} (rows {c * R}..{min(len(rows), (c + 1) * R) - 1})")
+            st = hidden_states(model, rows[c * R:(c + 1) * R], read)[:, :, :T]
+            states = {L: torch.as_tensor(st[i].reshape(-1, st.shape[-1])) for i, L in enumerate(read)}
+            states["final"] = states[last]
+            return states
+
+        def snapshot(state):
+            if ck is not None:
+                ck.put("tuned_state", fps_state, lambda d: _npz_save(state, d))
+
+        state = train_lenses(source, n_chunks, todo, readout, subset=subset, n_sample=params.vocab_sample,
+                             steps=params.steps, batch=params.batch_tokens, lr=params.lr, seed=params.seed,
+                             dtype=params.train_dtype, resume=resume, snapshot=snapshot, progress=progress)
+        for L in todo:
+            units[L] = _unit(ck, f"translator_{L}", fps[L], lambda L=L: translator(state, L))
+    losses, trained_layers = [], []
+    for L in sorted(units):
+        trained.weights[L], trained.biases[L] = units[L]["A"], units[L]["b"]
+        losses.append(units[L]["loss"])
+        trained_layers.append(L)
+        ls = units[L]["loss"]
+        k = max(1, len(ls) // 10)
+        say(progress, f"lens: layer {L} translator ready (training KL {float(np.mean(ls[:k])) if len(ls) else float('nan'):.4f}"
+                      f" -> {float(np.mean(ls[-k:])) if len(ls) else float('nan'):.4f})")
+    return trained, losses, trained_layers, subset, int(rows.shape[0] * T)
+
+
 def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | None = None,
             lens: TunedLens | None = None, checkpoint: Checkpoint | None = None,
             progress: Callable[[str], None] | None = None) -> LensResult:
@@ -112,16 +213,14 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     lens : TunedLens, optional
         Pretrained translators (checked against the model); layers it lacks are trained.
     checkpoint : Checkpoint, optional
-        Units: ``subset``, ``translator_<L>``, ``evaluation``, ``probes_<L>``, ``causal_baseline``,
-        ``causal_<L>_<task>``.
+        Units: ``subset``, ``tuned_state``, ``translator_<L>``, ``evaluation``, ``probes_<L>_<task>``,
+        ``causal_baseline``, ``causal_<L>_<task>``.
     progress : callable, optional
 
     Returns
     -------
     LensResult
     """
-    import torch
-
     params.validate()
     readout = check_inputs(model, params, lens)
     data = data if data is not None else lens_data(model.tokenizer, corpus, params)
@@ -133,68 +232,23 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     base_fp = fingerprint(ident, data.fingerprint(), params.seed, params.block_len)
     timings: dict[str, float] = {}
 
+    # -- tuned lens: every layer in one pass over streamed training chunks (resumable) ----------
     t0 = time.perf_counter()
-    say(progress, f"lens: reading {len(layers)} layers of {data.train.rows.shape[0]} training and "
-                  f"{data.heldout.rows.shape[0]} held-out rows")
-    tr_states = hidden_states(model, data.train.rows, layers, progress=progress)[:, :, :T]
-    ev_states = hidden_states(model, data.heldout.rows, layers, progress=progress)[:, :, :T]
-    timings["hidden_states"] = time.perf_counter() - t0
-    d = model.d_model
-    h_train = {L: torch.as_tensor(tr_states[pos[L]].reshape(-1, d)) for L in layers}
-    h_final = h_train[last]
-
-    # -- vocabulary subset --------------------------------------------------------------------
-    t0 = time.perf_counter()
-    subset = None
-    if lens is not None and lens.subset is not None:
-        subset = np.asarray(lens.subset)
-    elif params.vocab_subset:
-        fp = fingerprint(base_fp, "subset", params.vocab_subset, params.subset_tokens)
-
-        def pick():
-            with torch.no_grad():
-                n = min(params.subset_tokens, h_final.shape[0])
-                fl = torch.cat([readout.logits(h_final[j:j + 128]) for j in range(0, n, 128)])
-            return {"subset": choose_subset(fl, params.vocab_subset)}
-
-        subset = _unit(checkpoint, "subset", fp, pick)["subset"]
-    timings["subset"] = time.perf_counter() - t0
-
-    # -- tuned lens, one resumable unit per layer ---------------------------------------------
-    t0 = time.perf_counter()
-    train_cfg = {"steps": params.steps, "batch_tokens": params.batch_tokens, "lr": params.lr,
-                 "vocab_subset": params.vocab_subset,
-                 "vocab_sample": params.vocab_sample, "train_dtype": params.train_dtype, "train_tokens": int(h_final.shape[0]), "seed": params.seed}
-    trained = TunedLens(identity=ident, subset=subset, config=train_cfg)
-    losses, trained_layers = [], []
-    for L in layers:
-        if L == last:
-            continue
-        if lens is not None and L in lens.weights:
-            trained.weights[L], trained.biases[L] = lens.weights[L], lens.biases[L]
-            continue
-        fp = fingerprint(base_fp, "translator", L, train_cfg, None if subset is None else subset)
-
-        def fit(L=L):
-            gen_seed = int(np.random.default_rng([params.seed, L]).integers(2**31))
-
-            return train_translator(h_train[L], h_final, readout, subset=subset, n_sample=params.vocab_sample,
-                                    steps=params.steps, batch=params.batch_tokens, lr=params.lr, seed=gen_seed,
-                                    dtype=params.train_dtype, progress=progress, label=f"layer {L}")
-
-        unit = _unit(checkpoint, f"translator_{L}", fp, fit)
-        trained.weights[L], trained.biases[L] = unit["A"], unit["b"]
-        losses.append(unit["loss"])
-        trained_layers.append(L)
-        say(progress, f"lens: layer {L} translator ready (final training KL "
-                      f"{float(np.mean(unit['loss'][-max(1, len(unit['loss']) // 10):])) if len(unit['loss']) else float('nan'):.4f})")
+    trained, losses, trained_layers, subset, n_train = _train_stage(model, data, params, readout, layers, lens, base_fp,
+                                                                    checkpoint, progress)
     timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(progress, f"lens: reading {len(layers)} layers of {data.heldout.rows.shape[0]} held-out rows")
+    ev_states = hidden_states(model, data.heldout.rows, layers, progress=progress)[:, :, :T]
+    timings["heldout_states"] = time.perf_counter() - t0
+    d = model.d_model
 
     # -- evaluation on held-out documents -----------------------------------------------------
     t0 = time.perf_counter()
     targets = data.heldout.rows[:, 2:2 + T]
     transl = {pos[L]: trained.torch_params(L) for L in layers if L in trained.weights}
-    fp = fingerprint(base_fp, "evaluation", layers, params.eval_dtype,
+    fp = fingerprint(base_fp, "evaluation v2", layers, params.eval_dtype,
                      [(L, trained.weights[L], trained.biases[L]) for L in sorted(trained.weights)],
                      None if subset is None else subset)
     ev = _unit(checkpoint, "evaluation", fp, lambda: evaluate_lenses(
@@ -221,8 +275,7 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     baseline = float("nan")
     if params.probes:
         t0 = time.perf_counter()
-        baseline = _probes(model, data, params, layers, pos, tr_states, ev_states, recs, base_fp, checkpoint,
-                           progress)
+        baseline = _probes(model, data, params, layers, pos, ev_states, recs, base_fp, checkpoint, progress)
         timings["probes"] = time.perf_counter() - t0
 
     traj = trajectory(model, readout, trained, params.sentence, layers)
@@ -230,7 +283,7 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     result = LensResult(params=params, model=model.name, n_layers=model.n_layers, d_model=d, vocab=ident["vocab"],
                         softcap=readout.softcap, subset_size=0 if subset is None else int(len(subset)),
                         subset_mass=float(np.nanmean(ev["subset_mass"])) if subset is not None else float("nan"),
-                        n_train_tokens=int(h_final.shape[0]), n_eval_tokens=int(targets.size),
+                        n_train_tokens=n_train, n_eval_tokens=int(targets.size),
                         n_eval_docs=int(targets.shape[0]), baseline_loss=baseline,
                         layers=[recs[L] for L in sel], trajectory=traj,
                         train_loss=np.stack(losses) if losses else np.zeros((0, params.steps), dtype=np.float32),
@@ -239,14 +292,28 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     return result
 
 
-def _probe_sets(data: LensData, params: LensParams, tr_states, ev_states, i: int, task: str):
+def _probe_pool(model: LoadedModel, data: LensData, params: LensParams, layers: list[int]):
+    """Training rows for the probes and their states: the first ``2 * probe_tokens`` tokens of the
+    training rows plus as many rows of code documents (the Python-category probe's labels)."""
+    T = params.block_len
+    n = max(1, math.ceil(2 * params.probe_tokens / T))
+    cats = data.train.categories
+    code = [i for i in range(len(data.train.rows)) if cats is not None and (cats[i, :T] >= 0).any()][:n]
+    idx = sorted(set(range(min(n, len(data.train.rows)))) | set(code))
+    pool = LabelledRows(rows=data.train.rows[idx], genres=[data.train.genres[i] for i in idx],
+                        doc_ids=[data.train.doc_ids[i] for i in idx] if data.train.doc_ids else [],
+                        categories=None if cats is None else cats[idx])
+    return pool, hidden_states(model, pool.rows, layers)[:, :, :T]
+
+
+def _probe_sets(pool: LabelledRows, data: LensData, params: LensParams, tr_states, ev_states, i: int, task: str):
     """(Xtr, ytr, ttr, Xte, yte, tte) for one task at the read-layer index ``i``."""
     T = params.block_len
+    names = sorted(set(data.train.genres) | set(data.heldout.genres))
     out = []
-    for rows, states in ((data.train, tr_states), (data.heldout, ev_states)):
+    for rows, states in ((pool, tr_states), (data.heldout, ev_states)):
         ids = rows.rows[:, 1:1 + T]
         if task == "genre":
-            names = sorted(set(data.train.genres) | set(data.heldout.genres))
             y = np.repeat(np.asarray([names.index(g) for g in rows.genres]), T).reshape(-1, T)
         else:
             y = rows.categories[:, :T].astype(np.int64)
@@ -261,19 +328,21 @@ def _probe_sets(data: LensData, params: LensParams, tr_states, ev_states, i: int
     return Xtr, ytr, ttr, Xte, yte, tte
 
 
-def _probes(model, data, params, layers, pos, tr_states, ev_states, recs, base_fp, ck, progress) -> float:
+def _probes(model, data, params, layers, pos, ev_states, recs, base_fp, ck, progress) -> float:
     loss_rows = data.heldout.rows[:params.causal_rows]
     baseline = float("nan")
     if params.causal_layers:
         fpb = fingerprint(base_fp, "baseline", params.causal_rows)
         baseline = float(_unit(ck, "causal_baseline", fpb,
                                lambda: {"loss": np.asarray([heldout_loss(model, loss_rows).loss])})["loss"][0])
+    say(progress, "lens: reading the probes' training rows")
+    pool, tr_states = _probe_pool(model, data, params, layers)
     for L in layers:
         if params.layers is not None and L not in params.layers and L not in params.causal_layers:
             continue
         i = pos[L]
         for k, task in enumerate(TASKS):
-            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(data, params, tr_states, ev_states, i, task)
+            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(pool, data, params, tr_states, ev_states, i, task)
             if len(ytr) < 10 or len(yte) < 10 or len(np.unique(ytr)) < 2:
                 say(progress, f"lens: layer {L} probe {task}: too few labelled tokens or one class; skipped")
                 continue

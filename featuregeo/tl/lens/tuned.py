@@ -6,14 +6,14 @@ same position.  Training choices (ours, not the reference's):
 
 * **vocabulary subset** — with a 262k vocabulary one unembedding costs ~0.34 GFLOP per token, so
   training uses a fixed subset of ``k`` tokens (those with the most final-distribution mass on a
-  sample of training tokens) plus one "rest" bucket: both ``p_final`` and ``q_l`` are taken over
-  the subset and the bucket, whose mass is estimated at every step from ``n_sample`` complement
-  tokens drawn uniformly (a sampled softmax).  Without the bucket a lens is never told to lower the
-  logits of tokens outside the subset, and early layers (whose logit lens puts its mass on
-  the current token) stay wrong on the full vocabulary.  Evaluation always uses the full vocabulary.
+  sample of training tokens) plus one "rest" bucket whose mass is estimated, in both distributions
+  alike, from ``n_sample`` complement tokens drawn uniformly per step (a sampled softmax).  Without
+  the bucket a lens is never told to lower the logits of tokens outside the subset.  Evaluation
+  always uses the full vocabulary.  All layers train in the same pass
+  (:func:`featuregeo.tl.lens.train.train_lenses`).
 * **optimiser** — Adam, linear decay to zero, gradient clipping at 1.0, ``b`` parametrised in units
   of the layer's residual RMS (the residual norms of Gemma grow by 10x with depth; this makes one
-  learning rate fit every layer).  Seeded minibatches.
+  learning rate fit every layer), ``A`` at ``lr / sqrt(d)``.  Seeded minibatches.
 
 Saved form (:meth:`TunedLens.save`): a folder with ``config.json`` (format, model identity, layers,
 training settings) and ``params.safetensors`` (``layer_<L>.weight`` = A, ``layer_<L>.bias`` = b,
@@ -76,22 +76,14 @@ def choose_subset(final_logits, k: int) -> np.ndarray:
     return np.sort(top)
 
 
-def _bucketed(logits, k: int, corr: float):
-    """Log-probabilities over the ``k`` subset entries plus one "rest" bucket, estimated from the sampled
-    complement columns ``logits[:, k:]`` (each standing for ``exp(corr)`` tokens)."""
-    import torch
-
-    if logits.shape[1] == k:
-        return torch.log_softmax(logits, dim=-1)
-    rest = torch.logsumexp(logits[:, k:] + corr, dim=-1, keepdim=True)
-    both = torch.cat([logits[:, :k], rest], dim=1)
-    return both - torch.logsumexp(both, dim=-1, keepdim=True)
-
-
 def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int = 1024, steps: int, batch: int,
-                     lr: float, seed: int, dtype: str = "float32", progress: Callable[[str], None] | None = None,
-                     label: str = "") -> dict[str, np.ndarray]:
-    """Train one affine translator by minimising KL(p_final || q).
+                     lr: float, seed: int, dtype: str = "float32", progress: Callable[[str], None] | None = None
+                     ) -> dict[str, np.ndarray]:
+    """Train one affine translator by minimising KL(p_final || q) on in-memory states.
+
+    A one-layer, one-chunk call of :func:`featuregeo.tl.lens.train.train_lenses` (see there for the
+    objective: KL on ``subset`` plus a "rest" bucket estimated from ``n_sample`` sampled complement
+    tokens; ``subset=None``: the exact full-vocabulary KL).
 
     Parameters
     ----------
@@ -101,76 +93,26 @@ def train_translator(h, h_final, readout: Readout, *, subset=None, n_sample: int
         Hidden states of the last block at the same tokens: ``readout.logits(h_final)`` is the target.
     readout : Readout
     subset : array of int, optional
-        Train on this vocabulary subset (None: the full vocabulary, the reference).  Both
-        distributions are taken over the subset plus one bucket for the rest of the vocabulary, whose
-        mass is estimated from ``n_sample`` complement tokens drawn uniformly at every step
-        (``n_sample = 0``: no bucket, plain renormalisation on the subset).
+        Training vocabulary subset (None: the full vocabulary, exact).
     n_sample : int, default=1024
     steps, batch : int
         Adam steps and tokens per step.
     lr : float
     seed : int
-        Seeds the minibatch and complement draws.
     dtype : {"float32", "bfloat16"}, default="float32"
-        Precision of the unembedding matmuls (bfloat16 is ~5x faster on CPUs with bf16 units; the
-        softmax, loss and parameters stay float32).
+        Precision of the unembedding matmuls.
 
     Returns
     -------
     dict
-        ``A`` [d, d], ``b`` [d] (float32, original units) and ``loss`` [steps] (nats, the training KL of
-        each step's batch).
+        ``A`` [d, d], ``b`` [d] (float32, original units) and ``loss`` [steps] (nats, the training KL
+        estimate of each step's batch).
     """
-    import torch
+    from featuregeo.tl.lens.train import train_lenses, translator
 
-    n, d = int(h.shape[0]), int(h.shape[1])
-    scale = float(h.pow(2).mean().sqrt()) or 1.0
-    A = torch.zeros(d, d, requires_grad=True)
-    b = torch.zeros(d, requires_grad=True)
-    opt = torch.optim.Adam([A, b], lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, steps)))
-    gen = torch.Generator().manual_seed(int(seed))
-    tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    if subset is None:
-        k, rest, corr = readout.vocab, None, 0.0
-        w_sub = readout.weight
-        b_sub = readout.bias
-    else:
-        sub = torch.as_tensor(np.asarray(subset), dtype=torch.long)
-        k = int(sub.numel())
-        mask = torch.ones(readout.vocab, dtype=torch.bool)
-        mask[sub] = False
-        rest = mask.nonzero()[:, 0]
-        n_sample = min(int(n_sample), int(rest.numel()))
-        corr = float(np.log(rest.numel() / n_sample)) if n_sample else 0.0
-        w_sub = readout.weight[sub]
-        b_sub = None if readout.bias is None else readout.bias[sub]
-    losses = np.zeros(steps, dtype=np.float32)
-    every = max(1, steps // 5)
-    for s in range(steps):
-        idx = torch.randint(0, n, (min(batch, n),), generator=gen)
-        ro = readout
-        if subset is not None:
-            w, bias = w_sub, b_sub
-            if n_sample:
-                cols = rest[torch.randint(0, int(rest.numel()), (n_sample,), generator=gen)]
-                w = torch.cat([w_sub, readout.weight[cols]])
-                bias = None if readout.bias is None else torch.cat([b_sub, readout.bias[cols]])
-            ro = Readout(norm=readout.norm, weight=w, bias=bias, softcap=readout.softcap)
-        with torch.no_grad():
-            logp = _bucketed(ro.logits(h_final[idx], dtype=tdt), k, corr)
-        logq = _bucketed(ro.logits(translate(h[idx], A, b * scale), dtype=tdt), k, corr)
-        loss = (logp.exp() * (logp - logq)).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([A, b], 1.0)
-        opt.step()
-        sched.step()
-        losses[s] = float(loss.detach())
-        if progress is not None and (s + 1) % every == 0:
-            progress(f"lens: tuned {label} step {s + 1}/{steps} KL {losses[s]:.4f}")
-    return {"A": A.detach().numpy().astype(np.float32), "b": (b.detach() * scale).numpy().astype(np.float32),
-            "loss": losses}
+    st = train_lenses(lambda c: {0: h, "final": h_final}, 1, [0], readout, subset=subset, n_sample=n_sample,
+                      steps=steps, batch=batch, lr=lr, seed=seed, dtype=dtype, progress=progress)
+    return translator(st, 0)
 
 
 @dataclass
@@ -219,15 +161,21 @@ class TunedLens:
                              f"(d_model {theirs['d_model']}, vocab {theirs['vocab']}, {theirs['n_layers']} layers)")
         return self
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``params.safetensors`` into ``directory``; returns the directory."""
+    def save(self, directory: str | os.PathLike, *, weight_dtype: str = "float32") -> Path:
+        """Write ``config.json`` + ``params.safetensors`` into ``directory``; returns the directory.
+
+        ``weight_dtype="float16"`` halves the file (the ``A`` matrices; biases stay float32, since
+        residual coordinates exceed the float16 range); :meth:`load` returns float32 either way.
+        """
         from safetensors.numpy import save
 
+        if weight_dtype not in ("float32", "float16"):
+            raise InputError(f"weight_dtype: expected 'float32' or 'float16'. Got {weight_dtype!r} instead.")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for L in self.layers:
-            tensors[f"layer_{L}.weight"] = np.ascontiguousarray(self.weights[L], dtype=np.float32)
+            tensors[f"layer_{L}.weight"] = np.ascontiguousarray(self.weights[L], dtype=weight_dtype)
             tensors[f"layer_{L}.bias"] = np.ascontiguousarray(self.biases[L], dtype=np.float32)
         if self.subset is not None:
             tensors["subset"] = np.ascontiguousarray(self.subset, dtype=np.int64)
@@ -269,8 +217,8 @@ class TunedLens:
             if A is None or b is None or A.shape != (d, d) or b.shape != (d,):
                 raise InputError(f"--lens {directory}: layer {L} is missing or not [{d}, {d}] / [{d}]; expected a "
                                  "complete lens file")
-            lens.weights[int(L)] = A
-            lens.biases[int(L)] = b
+            lens.weights[int(L)] = np.asarray(A, dtype=np.float32)
+            lens.biases[int(L)] = np.asarray(b, dtype=np.float32)
         if identity is not None:
             lens.check(identity, where=f"--lens {directory}")
         return lens

@@ -186,7 +186,7 @@ def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:
 
 def analyze_firing(firing: Any, cloud: FeatureCloud | np.ndarray, params: LobesParams | None = None, *,
                    doc_ids: Sequence | np.ndarray | None = None, genres: Sequence[str] | np.ndarray | None = None,
-                   layer: int | None = None, progress: Progress = None) -> LobesLayer:
+                   layer: int | None = None, progress: Progress = None, client: Any = None) -> LobesLayer:
     """Functional lobes of one SAE from its firing matrix, and the tests that they are spatial.
 
     Parameters
@@ -206,6 +206,8 @@ def analyze_firing(firing: Any, cloud: FeatureCloud | np.ndarray, params: LobesP
         Recorded in the result.
     progress : callable, optional
         Receives one line of text per stage.
+    client : distributed.Client, optional
+        Count co-occurrences on a Dask cluster (:func:`cooccurrence`); the counts are the same.
 
     Returns
     -------
@@ -230,7 +232,7 @@ def analyze_firing(firing: Any, cloud: FeatureCloud | np.ndarray, params: LobesP
     tag = "lobes" if layer is None else f"lobes layer {layer}"
     say(progress, f"{tag}: {p.ids.size} usable features, {p.train.n_blocks} training blocks, n_clusters {p.ks}")
     co = cooccurrence(p.train, method=params.method, storage=params.storage, memory_budget=params.memory_budget,
-                      top_k=params.top_k, rank_by=params.affinities, n_threads=params.n_threads)
+                      top_k=params.top_k, rank_by=params.affinities, n_threads=params.n_threads, client=client)
     if co.storage == "topk":
         p.notes.append(co.note)
     tables: list[GenreTable] = []
@@ -318,7 +320,7 @@ def check_inputs(harvest: Harvest, suite: Suite, layers: Sequence[int] | None = 
 
 def analyze(harvest: Harvest, suite: Suite, params: LobesParams | None = None, *,
             layers: Sequence[int] | None = None, checkpoint: Checkpoint | None = None,
-            progress: Progress = None) -> LobesResult:
+            progress: Progress = None, client: Any = None) -> LobesResult:
     """Lobes for every SAE layer of a harvest.
 
     Each layer is one checkpoint unit (``layer_L``) whose fingerprint covers the parameters, the
@@ -337,6 +339,8 @@ def analyze(harvest: Harvest, suite: Suite, params: LobesParams | None = None, *
         Default: every SAE layer of the harvest.  See :func:`check_inputs`.
     checkpoint : Checkpoint, optional
     progress : callable, optional
+    client : distributed.Client, optional
+        Count co-occurrences on a Dask cluster (same counts; see :func:`cooccurrence`).
 
     Returns
     -------
@@ -353,7 +357,7 @@ def analyze(harvest: Harvest, suite: Suite, params: LobesParams | None = None, *
         def compute(layer: int = layer, cloud: FeatureCloud = cloud) -> LobesLayer:
             blocks = harvest.blocks
             return analyze_firing(harvest.firing(layer), cloud, params, doc_ids=blocks["doc_id"],
-                                  genres=blocks["genre"], layer=layer, progress=progress)
+                                  genres=blocks["genre"], layer=layer, progress=progress, client=client)
 
         if checkpoint is None:
             rec = compute()

@@ -314,6 +314,7 @@ def cooccurrence(
     top_k: int = DEFAULT_TOP_K,
     rank_by: Sequence[str] = AFFINITIES,
     n_threads: int | None = None,
+    client: Any = None,
 ) -> Cooccurrence:
     """Exact pair counts ``n11 = B^T B`` and per-feature counts of a blocks x features firing matrix.
 
@@ -339,6 +340,10 @@ def cooccurrence(
         later be sparsified to its exact top-k graph.
     n_threads : int, optional
         Threads for the sparse product (default: all cores).
+    client : distributed.Client, optional
+        Dense storage: count on a Dask cluster as the sum of per-chunk sparse ``X^T X``
+        (:func:`featuregeo.tl.lobes.distributed.cluster_pair_counts`); the counts are the same.
+        Top-k storage is computed here.
 
     Returns
     -------
@@ -365,7 +370,14 @@ def cooccurrence(
     meth = _choose_method(f, method)
     threads = resolve_threads(n_threads)
     counts = f.column_counts()
-    if storage == "dense":
+    if storage == "dense" and client is not None:
+        from featuregeo.tl.lobes.distributed import ROWS_PER_TASK, cluster_pair_counts
+
+        pairs, meth = cluster_pair_counts(client, f, dtype=_counts_dtype(f.n_blocks)), "sparse"
+        note = (f"dense {pairs.dtype} pair counts ({n} x {n}) on a Dask cluster: the sum of sparse X^T X over "
+                f"chunks of {ROWS_PER_TASK} blocks")
+        k, rb = None, ()
+    elif storage == "dense":
         pairs = _dense_pairs_sparse_product(f, threads) if meth == "sparse" else _dense_pairs_gemm(f)
         note = f"dense {pairs.dtype} pair counts ({n} x {n}) by one chunked {meth} product"
         k, rb = None, ()
