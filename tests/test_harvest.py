@@ -85,7 +85,7 @@ def test_killed_harvest_resumes_byte_identical(lm, docs, saes, small_harvest, tm
     assert lines[-1] == "harvest: 1 of 3 shards were already finished (resumed)"
     full = small_harvest.path
     files = ["harvest.json"] + [str(p.relative_to(full)) for p in full.rglob("*.np*")]
-    assert len(files) == 1 + 3 + 2 * 3
+    assert len(files) == 1 + 3 + 2 * 3 + 2  # manifest, shards, activations, logit effects per layer
     for rel in files:
         assert filecmp.cmp(full / rel, tmp_path / "part" / rel, shallow=False), rel
     assert Harvest(tmp_path / "part").fingerprint == small_harvest.fingerprint
@@ -188,7 +188,7 @@ def test_damaged_harvest_is_a_one_line_error(small_harvest, tmp_path):
         "sae_layers": (manifest(lambda m: m["config"].update(sae_layers=[2, 9])), r"'config.sae_layers' should be a subset"),
         "complete": (manifest(lambda m: m.update(complete="yes")), r"'complete' should be true or false"),
         "n_shards": (manifest(lambda m: m.pop("n_shards")), r"'n_shards' should be an integer"),
-        "format": (manifest(lambda m: m.update(format=99)), r"'format' should be one of \[1, 2\]"),
+        "format": (manifest(lambda m: m.update(format=99)), r"'format' should be one of \[1, 2, 3\]"),
         "gap": (lambda d: (d / "shards" / "shard_000001.npz").unlink(), r"shard_000001.npz is missing"),
         "last": (lambda d: (d / "shards" / "shard_000002.npz").unlink(), r"records 3 finished shards but 2"),
         "no manifest": (lambda d: (d / "harvest.json").unlink(), r"no harvest.json"),

@@ -6,9 +6,11 @@ what other analyses found — handed over as a typed :class:`~featuregeo.atlas.i
 reads another analysis's files (:mod:`featuregeo.pipeline.atlas` does that).  It writes into ``out``
 (:data:`FILES`):
 
-* ``index.html`` + ``assets/`` + ``data/layer_L.js`` + ``figures/`` — a site that opens from
+* ``index.html`` + ``assets/`` + ``data/layer_L.js`` (+ ``data/dash_L.js`` and ``data/dashboards.js``
+  with feature dashboards, :mod:`featuregeo.atlas.dashboards`) + ``figures/`` — a site that opens from
   ``file://`` with no network: a WebGL scatter (Canvas2D fallback) of a 2-D layout of each layer's
-  decoder directions, coloured by lobe; search by id or label; a feature panel; a layer selector;
+  decoder directions, coloured by lobe; search by id, label or context text; a feature panel (with
+  top activating contexts, activation histogram and logit table when a harvest has dashboards); a layer selector;
   per-layer galaxy spectra; crystals drawn on demand;
 * ``features.parquet``, ``crystals.csv``, ``lobes.csv``, ``galaxy.csv`` (:mod:`featuregeo.atlas.tables`);
 * ``atlas.json`` / ``atlas.npz`` / ``atlas.csv`` — the :class:`AtlasResult` (``AtlasResult.load(out)``).
@@ -34,8 +36,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from featuregeo.atlas.inputs import (AtlasInputs, Crystal, CrystalsInput, FiringInput, GalaxyInput, LayerInputs,
-                                     LobesInput, LobeSummary, SaeIdentity, check_layer_inputs)
+from featuregeo.atlas.dashboards import SharedTokens, write_dashboards, write_shared
+from featuregeo.atlas.inputs import (AtlasInputs, Crystal, CrystalsInput, DashboardInput, FiringInput, GalaxyInput,
+                                     LayerInputs, LobesInput, LobeSummary, SaeIdentity, check_layer_inputs)
 from featuregeo.atlas.layer import compute_layer, lobe_columns
 from featuregeo.atlas.layout import LAYOUTS, cofiring, layout_2d
 from featuregeo.atlas.result import FORMAT_VERSION, AtlasLayer, AtlasParams, AtlasResult
@@ -110,6 +113,7 @@ def build(suite, params: AtlasParams, out: str | Path, *, inputs: AtlasInputs | 
     except (FileExistsError, NotADirectoryError):
         raise InputError(f"out: {out} lies under a file; expected a directory for the atlas") from None
     layers = []
+    shared = SharedTokens()
     for layer in suite.layers:
         t0 = time.perf_counter()
         cloud = suite.load(layer)
@@ -125,6 +129,8 @@ def build(suite, params: AtlasParams, out: str | Path, *, inputs: AtlasInputs | 
             rec = checkpoint.result(f"layer_{layer}", layer_fingerprint(params, cloud, li, layer), compute, AtlasLayer)
             reused = len(checkpoint.reused) > n_reused
         write_layer(out, rec)
+        if li.dashboards is not None:
+            write_dashboards(out, rec, li.dashboards.load(), params, shared)
         layers.append(rec)
         say(progress, f"atlas layer {layer}: reused" if reused else
             f"atlas layer {layer}: {rec.n_features} features, {time.perf_counter() - t0:.1f}s")
@@ -132,12 +138,15 @@ def build(suite, params: AtlasParams, out: str | Path, *, inputs: AtlasInputs | 
     result = AtlasResult(source=suite.name, params=params, layers=layers,
                          figures=copy_figures(out, inputs.figures))
     write_tables(out, result)
+    if any(la.has_dashboards for la in layers):
+        write_shared(out, shared)
     write_site(out, result)
     result.save(out)
     return result
 
 
 __all__ = ["build", "AtlasParams", "AtlasLayer", "AtlasResult", "AtlasInputs", "LayerInputs", "FiringInput",
+           "DashboardInput",
            "LobesInput", "LobeSummary", "Crystal", "CrystalsInput", "GalaxyInput", "SaeIdentity",
            "check_layer_inputs", "compute_layer", "lobe_columns", "layout_2d", "cofiring", "script_json",
            "layer_fingerprint", "LAYOUTS", "FILES"]

@@ -10,7 +10,9 @@ translates what it has into these plain records, one :class:`LayerInputs` per la
   one :class:`LobeSummary` per partition;
 * :class:`CrystalsInput` — crystal rows (:class:`Crystal`: feature ids a, b, c, d, cosine, kind);
 * :class:`GalaxyInput` — the layer's decoder spectrum, power-law slope and null;
-* labels — ``{feature id: text}``.
+* :class:`DashboardInput` — from a harvest: every feature's top contexts, activation histogram,
+  density and logit effects (:class:`~featuregeo.io.harvest.dashboards.FeatureDashboards`, read lazily);
+* labels — ``{feature id: text}`` (user or Neuronpedia labels; they win over automatic ones).
 
 Each input may record the SAE it was computed on (:class:`SaeIdentity`: feature count, d_model,
 source, path, fingerprint).  :func:`check_layer_inputs` refuses an input drawn from another SAE with
@@ -158,6 +160,32 @@ class FiringInput:
 
 
 @dataclass
+class DashboardInput:
+    """Feature dashboards of one layer (a harvest's :class:`~featuregeo.io.harvest.dashboards.FeatureDashboards`).
+
+    Attributes
+    ----------
+    data : FeatureDashboards or a callable returning one
+        Called (once) only when the layer is written.
+    fingerprint : str
+        Identity and content (e.g. the harvest's fingerprint and shards).
+    sae : SaeIdentity, optional
+    origin : str
+    """
+
+    data: Any
+    fingerprint: str
+    sae: SaeIdentity | None = None
+    origin: str = "dashboards"
+
+    def load(self):
+        """The dashboards (calls ``data`` the first time when it is a callable)."""
+        if callable(self.data):
+            self.data = self.data()
+        return self.data
+
+
+@dataclass
 class LobeSummary:
     """One lobe partition's statistics (a row of ``lobes.csv``); None where not recorded."""
 
@@ -277,11 +305,13 @@ class LayerInputs:
     crystals: CrystalsInput | None = None
     galaxy: GalaxyInput | None = None
     labels: dict[int, str] = field(default_factory=dict)
+    dashboards: DashboardInput | None = None
 
     def fingerprint(self) -> str:
-        """Identity and content of these inputs (the firing by its declared fingerprint)."""
+        """Identity and content of these inputs (firing and dashboards by their declared fingerprints)."""
         return fingerprint(
             None if self.firing is None else [self.firing.fingerprint, content_fingerprint(self.firing.sae)],
+            None if self.dashboards is None else [self.dashboards.fingerprint, content_fingerprint(self.dashboards.sae)],
             None if self.lobes is None else content_fingerprint(self.lobes),
             None if self.crystals is None else content_fingerprint(self.crystals),
             None if self.galaxy is None else content_fingerprint(self.galaxy),
@@ -328,7 +358,7 @@ def check_layer_inputs(layer: int, cloud, inputs: LayerInputs, names: tuple[str,
     are aligned with their feature ids.  Cheap: nothing is loaded.
     """
     where = f"layer {layer}"
-    for inp in (inputs.firing, inputs.lobes, inputs.crystals, inputs.galaxy):
+    for inp in (inputs.firing, inputs.lobes, inputs.crystals, inputs.galaxy, inputs.dashboards):
         if inp is None:
             continue
         why = sae_mismatch(inp.sae, cloud, names)
@@ -360,6 +390,6 @@ def check_layer_inputs(layer: int, cloud, inputs: LayerInputs, names: tuple[str,
                          f"d_model {cloud.d_model}; expected the galaxy of the SAE drawn")
 
 
-__all__ = ["AtlasInputs", "LayerInputs", "FiringInput", "LobesInput", "LobeSummary", "Crystal", "CrystalsInput",
+__all__ = ["AtlasInputs", "LayerInputs", "FiringInput", "DashboardInput", "LobesInput", "LobeSummary", "Crystal", "CrystalsInput",
            "GalaxyInput", "SaeIdentity", "check_layer_inputs", "sae_mismatch", "finite_or_none",
            "content_fingerprint"]

@@ -46,7 +46,8 @@ def lobe_columns(lobes: LobesInput, feature_ids: np.ndarray, affinity: str = "ph
 
 
 def compute_layer(cloud, layer: int, inputs: LayerInputs, params: AtlasParams) -> AtlasLayer:
-    """Assemble one layer's atlas record: layout, norms, lobes, firing and co-firing, labels, crystals.
+    """Assemble one layer's atlas record: layout, norms, lobes, firing and co-firing, labels (user and
+    automatic), dashboard densities, crystals.
 
     Parameters
     ----------
@@ -83,6 +84,15 @@ def compute_layer(cloud, layer: int, inputs: LayerInputs, params: AtlasParams) -
         la.n_fired = counts[ids].astype(np.int32)
         la.freq = (la.n_fired / max(1, la.n_blocks)).astype(np.float32)
         la.cofire, la.cofire_n11 = partners[ids], n11[ids]
+    if inputs.dashboards is not None:
+        from featuregeo.io.harvest.dashboards import auto_labels
+
+        dash = inputs.dashboards.load()
+        if dash.n_features != cloud.n_total:
+            raise InputError(f"{inputs.dashboards.origin}: layer {layer} dashboards have {dash.n_features} features but "
+                             f"the SAE ({cloud.provenance.source}) has {cloud.n_total}; expected a harvest of the same SAE")
+        la.density = dash.density[ids].astype(np.float32)
+        la.auto_labels = auto_labels(dash, ids)
     keep = set(ids.tolist())
     la.labels = {int(k): str(v) for k, v in sorted(inputs.labels.items()) if int(k) in keep}
     if inputs.crystals is not None:

@@ -14,7 +14,7 @@ from featuregeo.core.util import deep_equal
 from featuregeo.core.results import Params, Result, check_choice, check_int
 
 #: bumped when the content of an :class:`AtlasLayer` changes meaning (invalidates checkpoints)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class AtlasParams(Params):
         Co-firing partners listed per feature.
     n_neighbors : int, default=15
         UMAP neighbourhood size.
+    contexts : int, default=5
+        Top activating contexts shown per feature (from a harvest with dashboards).
+    logit_tokens : int, default=5
+        Promoted and suppressed output tokens shown per feature.
     umap_epochs : int or None, default=None
         UMAP optimisation epochs (None: umap-learn's default, 500 below 10,000 features).
 
@@ -51,6 +55,8 @@ class AtlasParams(Params):
     seed: int = 0
     top_cofiring: int = TOP_COFIRING
     n_neighbors: int = 15
+    contexts: int = 5
+    logit_tokens: int = 5
     umap_epochs: int | None = None
 
     def validate(self) -> "AtlasParams":
@@ -61,6 +67,8 @@ class AtlasParams(Params):
         check_int("seed", self.seed, minimum=0)
         check_int("top_cofiring", self.top_cofiring, minimum=1, maximum=100)
         check_int("n_neighbors", self.n_neighbors, minimum=2)
+        check_int("contexts", self.contexts, minimum=1, maximum=100)
+        check_int("logit_tokens", self.logit_tokens, minimum=1, maximum=100)
         check_int("umap_epochs", self.umap_epochs, minimum=1, allow_none=True)
         return self
 
@@ -98,7 +106,12 @@ class AtlasLayer(Result):
     cofire_n11 : ndarray (n, top) int32 or None
         Blocks shared with each partner.
     labels : dict
-        ``{feature id: text}`` (kept features only).
+        ``{feature id: text}`` (kept features only): user or Neuronpedia labels.
+    auto_labels : dict
+        ``{feature id: text}``: automatic labels from the dashboards (``auto: fires on ...;
+        promotes ...``); shown only where ``labels`` has none.
+    density : ndarray (n,) float32 or None
+        Share of harvested tokens on which each feature is positive (from the dashboards).
     crystals : list of Crystal
     galaxy : GalaxyInput or None
     lobe_summaries : list of LobeSummary
@@ -121,6 +134,8 @@ class AtlasLayer(Result):
     cofire: np.ndarray | None = None
     cofire_n11: np.ndarray | None = None
     labels: dict[int, str] = field(default_factory=dict)
+    auto_labels: dict[int, str] = field(default_factory=dict)
+    density: np.ndarray | None = None
     crystals: list[Crystal] = field(default_factory=list)
     galaxy: GalaxyInput | None = None
     lobe_summaries: list[LobeSummary] = field(default_factory=list)
@@ -132,12 +147,20 @@ class AtlasLayer(Result):
     def has_firing(self) -> bool:
         return self.freq is not None
 
+    @property
+    def has_dashboards(self) -> bool:
+        return self.density is not None
+
+    def label(self, feature: int) -> str | None:
+        """The label shown for ``feature``: the user's, else the automatic one, else None."""
+        return self.labels.get(int(feature), self.auto_labels.get(int(feature)))
+
     def summary(self) -> dict[str, Any]:
         """One flat row: counts and the galaxy slope (the layer's row of ``atlas.csv``)."""
         g = self.galaxy
         return {"layer": self.layer, "n_features": self.n_features, "n_total": self.n_total,
                 "n_excluded": self.n_excluded, "d_model": self.d_model, "neuronpedia_id": self.neuronpedia_id,
-                "n_labels": len(self.labels), "n_crystals": len(self.crystals),
+                "n_labels": len(self.labels), "n_auto_labels": len(self.auto_labels), "n_crystals": len(self.crystals),
                 "lobe_n_clusters": ";".join(str(k) for k in sorted(self.lobes)) or None,
                 "has_firing": self.has_firing, "n_blocks": self.n_blocks,
                 "galaxy_slope": None if g is None else g.slope}

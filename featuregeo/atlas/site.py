@@ -70,6 +70,7 @@ def payload(la: AtlasLayer) -> dict:
         "lobes": {str(k): b64(v, lobe_dtype(v)) for k, v in sorted(la.lobes.items())},
         "lobe_dtype": {str(k): lobe_dtype(v) for k, v in sorted(la.lobes.items())},
         "labels": [[int(k), v] for k, v in sorted(la.labels.items())],
+        "auto_labels": [[int(k), v] for k, v in sorted(la.auto_labels.items()) if int(k) not in la.labels],
         "crystals": [[c.rank, c.a, c.b, c.c, c.d, c.cosine, c.length_ratio, c.kind, c.score] for c in la.crystals],
         "n_blocks": la.n_blocks,
     }
@@ -121,7 +122,8 @@ def spectrum_figure(la: AtlasLayer, path: Path) -> Path:
 def layer_meta(la: AtlasLayer) -> dict:
     return {"layer": la.layer, "n_features": la.n_features, "data": f"data/layer_{la.layer}.js",
             "neuronpedia_id": la.neuronpedia_id, "n_labels": len(la.labels), "n_crystals": len(la.crystals),
-            "lobe_n_clusters": sorted(la.lobes), "has_firing": la.has_firing, "galaxy": galaxy_summary(la)}
+            "lobe_n_clusters": sorted(la.lobes), "has_firing": la.has_firing, "galaxy": galaxy_summary(la),
+            "dashboards": f"data/dash_{la.layer}.js" if la.has_dashboards else None}
 
 
 def write_layer(out: Path, la: AtlasLayer) -> Path:
@@ -152,7 +154,8 @@ def write_site(out: Path, result: AtlasResult) -> Path:
     title = f"featuregeo atlas: {result.source}"
     meta = {"title": title, "source": result.source, "params": result.params.to_dict(),
             "layers": [layer_meta(la) for la in result.layers], "figures": list(result.figures),
-            "neuronpedia_url": NEURONPEDIA_URL}
+            "neuronpedia_url": NEURONPEDIA_URL,
+            "tokens": "data/dashboards.js" if any(la.has_dashboards for la in result.layers) else None}
     template = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
     page = template.replace("__ATLAS_TITLE__", html.escape(title)).replace("__ATLAS_META__", script_json(meta))
     return readable(atomic_write_text(out / "index.html", page))

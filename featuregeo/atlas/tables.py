@@ -1,7 +1,7 @@
 """Machine-readable tables of an atlas, written from an :class:`~featuregeo.atlas.result.AtlasResult`.
 
 * ``features.parquet`` — one row per feature: ``layer, id, x, y, lobe_<k>..., norm,
-  firing_frequency, n_fired, label, cofiring`` (nulls where an input is missing);
+  firing_frequency, n_fired, label, auto_label, token_density, cofiring`` (nulls where an input is missing);
 * ``crystals.csv`` — ``rank, layer, a, b, c, d, cosine, length_ratio, kind, score``;
 * ``lobes.csv`` — one row per layer and lobe partition (:class:`~featuregeo.atlas.inputs.LobeSummary`);
 * ``galaxy.csv`` — one row per layer: slope, its interval, fit ranks, r², null slope, entropy excess.
@@ -45,6 +45,9 @@ def layer_table(la: AtlasLayer):
                                 else pa.nulls(n, pa.float64()))
     cols["n_fired"] = pa.array(la.n_fired.astype(np.int64)) if la.n_fired is not None else pa.nulls(n, pa.int64())
     cols["label"] = pa.array([la.labels.get(int(i)) for i in la.ids], type=pa.string())
+    cols["auto_label"] = pa.array([la.auto_labels.get(int(i)) for i in la.ids], type=pa.string())
+    cols["token_density"] = (pa.array(la.density.astype(np.float64)) if la.density is not None
+                             else pa.nulls(n, pa.float64()))
     if la.cofire is not None:
         cols["cofiring"] = pa.array([[int(x) for x in row if x >= 0] for row in la.cofire], type=pa.list_(pa.int32()))
     else:

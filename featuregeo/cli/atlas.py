@@ -17,11 +17,12 @@ def cmd_atlas(args) -> int:
 
     t0 = time.perf_counter()
     params = AtlasParams(layout=args.layout, affinity=args.affinity, n_clusters=args.n_clusters, seed=args.seed,
-                         top_cofiring=args.top_cofiring, n_neighbors=args.n_neighbors)
+                         top_cofiring=args.top_cofiring, n_neighbors=args.n_neighbors, contexts=args.contexts,
+                         logit_tokens=args.logit_tokens)
     res = pipeline.run(args.source, args.out, layers=parse_layers(args.layers), params=params, lobes=args.lobes,
                        atoms=args.atoms, galaxy=args.galaxy, harvest=args.harvest, labels=args.labels or (),
                        figures={name: getattr(args, f"fig_{flag}") for name, flag in FIGURE_FLAGS.items()
-                                if getattr(args, f"fig_{flag}")})
+                                if getattr(args, f"fig_{flag}")}, export_json=args.export_json)
     print(f"atlas: {len(res.layers)} layers, {res.n_features} features -> {args.out}/index.html")
     log(f"atlas: wrote {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
@@ -48,4 +49,9 @@ def add(sub) -> None:
     at.add_argument("--top-cofiring", type=int, default=5, help="co-firing partners listed per feature (default 5)")
     at.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbourhood size (default 15)")
     at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--contexts", type=int, default=5, help="top activating contexts shown per feature (default 5; "
+                    "needs a --harvest with dashboards)")
+    at.add_argument("--logit-tokens", type=int, default=5, help="promoted / suppressed tokens shown per feature (default 5)")
+    at.add_argument("--export-json", metavar="DIR", help="also write every feature's dashboard as DIR/layer_L/<id>.json "
+                    "(layout: docs/dashboards.md)")
     at.set_defaults(func=cmd_atlas)

@@ -16,7 +16,9 @@ def params_from_args(args):
     check_int("--batch-size", args.batch_size, minimum=1)
     return HarvestParams(block_len=args.block_len, threshold=args.threshold, batch_size=args.batch_size,
                          shard_blocks=args.batch_size * args.shard_batches, max_blocks=args.max_blocks,
-                         max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations)
+                         max_blocks_per_doc=args.max_blocks_per_doc, store_activations=args.store_activations,
+                         dashboards=not args.no_dashboards, dashboard_k=args.dashboard_k,
+                         dashboard_window=args.dashboard_window, dashboard_logits=args.dashboard_logits)
 
 
 def cmd_harvest(args) -> int:
@@ -56,6 +58,12 @@ def add(sub) -> None:
     h.add_argument("--max-blocks", type=int)
     h.add_argument("--max-blocks-per-doc", type=int)
     h.add_argument("--store-activations", action="store_true")
+    h.add_argument("--no-dashboards", action="store_true", help="skip the feature dashboards (top contexts, "
+                   "activation histograms, densities, logit effects)")
+    h.add_argument("--dashboard-k", type=int, default=10, help="top activating contexts kept per feature (default 10)")
+    h.add_argument("--dashboard-window", type=int, default=24, help="tokens per context (default 24)")
+    h.add_argument("--dashboard-logits", type=int, default=10,
+                   help="promoted and suppressed output tokens kept per feature (default 10)")
     h.add_argument("--device", default="cpu")
     h.add_argument("--seed", type=int, default=0)
     add_cluster_options(h)

@@ -1,7 +1,7 @@
 """Atlas pipeline: source + other analyses' output directories -> the static site and tables.
 
 The adapters here (:func:`lobes_inputs`, :func:`crystal_inputs`, :func:`galaxy_inputs`,
-:func:`harvest_inputs`, :func:`label_inputs`) are the only code that reads other analyses' files
+:func:`harvest_inputs`, :func:`dashboard_inputs`, :func:`label_inputs`) are the only code that reads other analyses' files
 for the atlas; each turns what one analysis wrote into the typed records of
 :mod:`featuregeo.atlas.inputs` (with the SAE identity the analysis recorded, so the atlas can
 refuse inputs of another SAE).  A file that cannot be read is a one-line
@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from featuregeo.atlas import (AtlasInputs, AtlasParams, AtlasResult, Crystal, CrystalsInput, FiringInput, GalaxyInput,
-                              LayerInputs, LobesInput, LobeSummary, SaeIdentity, build)
+from featuregeo.atlas import (AtlasInputs, AtlasParams, AtlasResult, Crystal, CrystalsInput, DashboardInput, FiringInput,
+                              GalaxyInput, LayerInputs, LobesInput, LobeSummary, SaeIdentity, build)
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import fingerprint
 from featuregeo.pipeline.common import log, output_dir
@@ -211,6 +211,26 @@ def harvest_inputs(harvest, layer: int, cloud=None) -> FiringInput | None:
     return FiringInput(matrix=load, fingerprint=fp, sae=sae, origin=f"--harvest {harvest.path}")
 
 
+def dashboard_inputs(harvest, layer: int) -> DashboardInput | None:
+    """One layer's dashboards of a :class:`~featuregeo.io.harvest.Harvest` -> :class:`DashboardInput`
+    (merged lazily, when the layer is written), or None when the harvest collected none there."""
+    if layer not in harvest.sae_layers or not harvest.has_dashboards(layer):
+        return None
+    rec = (harvest.config.get("saes") or {}).get(str(layer)) or {}
+    sae = SaeIdentity(n_features=_int_or_none(rec.get("d_sae")), d_model=_int_or_none(harvest.manifest.get("d_model")))
+    files = sorted((harvest.path / "shards").glob("shard_*.npz")) + sorted((harvest.path / "dashboards").glob("*.npz"))
+    fp = fingerprint("dashboards", harvest.manifest.get("fingerprint"), int(layer),
+                     [(p.name, p.stat().st_size) for p in files])
+
+    def load():
+        try:
+            return harvest.dashboards(layer)
+        except InputError as e:
+            raise InputError(f"--harvest: {e}") from None
+
+    return DashboardInput(data=load, fingerprint=fp, sae=sae, origin=f"--harvest {harvest.path}")
+
+
 def label_inputs(sources, layer: int, cloud) -> dict[int, str]:
     """Labels of one layer from :class:`featuregeo.io.labels.LabelSources` (matched by Neuronpedia id)."""
     return sources.for_layer(layer, cloud.provenance.neuronpedia_id)
@@ -250,6 +270,7 @@ def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: I
 
     def provider(layer: int, cloud) -> LayerInputs:
         return LayerInputs(firing=None if h is None else harvest_inputs(h, layer, cloud),
+                           dashboards=None if h is None else dashboard_inputs(h, layer),
                            lobes=None if lobes is None else lobes_inputs(lobes, layer),
                            crystals=crystals.get(layer), galaxy=gal.get(layer),
                            labels=label_inputs(label_src, layer, cloud))
@@ -264,7 +285,7 @@ def atlas_inputs(*, lobes=None, atoms=None, galaxy=None, harvest=None, labels: I
 def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params: AtlasParams | None = None,
         lobes: str | Path | None = None, atoms: str | Path | None = None, galaxy: str | Path | None = None,
         harvest: str | Path | None = None, labels: Iterable[str | Path] = (),
-        figures: dict[str, str | Path] | None = None,
+        figures: dict[str, str | Path] | None = None, export_json: str | Path | None = None,
         progress: Callable[[str], None] | None = log) -> AtlasResult:
     """The atlas of a source in ``out`` (static site + tables + ``atlas.json``); resumes finished layers.
 
@@ -286,6 +307,9 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     figures : dict, optional
         ``{analysis: output directory}`` of layer-wise analyses (one of :data:`FIGURE_ANALYSES`:
         ``layers``, ``lens``, ``updates``, ``interaction``) whose figures the side panel shows.
+    export_json : path, optional
+        Also write every feature's dashboard (from ``harvest``) as ``DIR/layer_L/<id>.json``
+        (:func:`featuregeo.io.harvest.export_json`; user and Neuronpedia labels win over automatic ones).
     progress : callable, optional
 
     Returns
@@ -300,6 +324,8 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     from featuregeo.io import open_suite
 
     params = (params or AtlasParams()).validate()
+    if export_json is not None and harvest is None:
+        raise InputError("--export-json: needs --harvest DIR (a harvest with dashboards)")
     out = output_dir(out)
     if lobes is not None:
         _lobes_result(lobes)  # readable, before any work
@@ -314,9 +340,31 @@ def run(source, out: str | Path, *, layers: Sequence[int] | None = None, params:
     if lobes is not None and not any(x.layer in suite.layers for x in _lobes_result(lobes).layers):
         raise InputError(f"--lobes: {lobes} has no lobes for layers {suite.layers}; expected the output "
                          "of `featuregeo lobes` for some of them")
+    export = None if export_json is None else output_dir(export_json, "--export-json")
     with Checkpoint(out / ".checkpoint") as ck:
-        return build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
+        res = build(suite, params, out, inputs=inputs, checkpoint=ck, progress=progress)
+    if export is not None:
+        write_exports(suite, inputs, export, progress)
+    return res
+
+
+def write_exports(suite, inputs: AtlasInputs, out: Path, progress=None) -> int:
+    """Every layer's dashboards as per-feature JSON files under ``out`` (user labels win); files written."""
+    from featuregeo.io.harvest import export_json
+
+    n = 0
+    for layer in suite.layers:
+        cloud = suite.load(layer)
+        li = inputs.for_layer(layer, cloud)
+        if li.dashboards is None:
+            continue
+        paths = export_json(li.dashboards.load(), out, labels=li.labels, source=cloud.provenance.neuronpedia_id
+                            or cloud.provenance.source)
+        n += len(paths)
+        if progress is not None:
+            progress(f"atlas: layer {layer} dashboards -> {len(paths)} JSON files in {out}/layer_{layer}")
+    return n
 
 
 __all__ = ["run", "atlas_inputs", "analysis_figures", "FIGURE_ANALYSES", "lobes_inputs", "crystal_inputs", "galaxy_inputs", "galaxy_figures",
-           "harvest_inputs", "label_inputs", "open_harvest"]
+           "harvest_inputs", "dashboard_inputs", "label_inputs", "open_harvest"]

@@ -21,7 +21,7 @@
     if (b64 === undefined || b64 === null) return null;
     var bin = atob(b64), n = bin.length, u8 = new Uint8Array(n);
     for (var i = 0; i < n; i++) u8[i] = bin.charCodeAt(i);
-    var T = { f4: Float32Array, i4: Int32Array, i2: Int16Array }[type];
+    var T = { f4: Float32Array, i4: Int32Array, i2: Int16Array, u2: Uint16Array, u1: Uint8Array }[type];
     return new T(u8.buffer);
   }
   window.ATLAS_ADD_LAYER = function (raw) {
@@ -29,11 +29,12 @@
       layer: raw.layer, n: raw.n, ids: decode(raw.ids, "i4"), xy: decode(raw.xy, "f4"),
       norm: decode(raw.norm, "f4"), freq: decode(raw.freq, "f4"), nFired: decode(raw.n_fired, "i4"),
       nBlocks: raw.n_blocks, top: raw.top || 0, cofire: decode(raw.cofire, "i4"), cofireN: decode(raw.cofire_n11, "i4"),
-      lobes: {}, labels: new Map(), crystals: raw.crystals || [], npid: raw.neuronpedia_id, galaxy: raw.galaxy,
+      lobes: {}, labels: new Map(), autoLabels: new Map(), crystals: raw.crystals || [], npid: raw.neuronpedia_id, galaxy: raw.galaxy,
       row: new Map(), byFeature: new Map()
     };
     Object.keys(raw.lobes || {}).forEach(function (k) { d.lobes[k] = decode(raw.lobes[k], raw.lobe_dtype[k]); });
     (raw.labels || []).forEach(function (p) { d.labels.set(p[0], String(p[1])); });
+    (raw.auto_labels || []).forEach(function (p) { d.autoLabels.set(p[0], String(p[1])); });
     for (var i = 0; i < d.n; i++) d.row.set(d.ids[i], i);
     d.crystals.forEach(function (c, ci) {
       for (var j = 1; j <= 4; j++) {
@@ -61,6 +62,131 @@
     s.src = info.data;
     s.onerror = function () { delete pending[layer]; atlas.errors.push("cannot load " + info.data); setStatus("cannot load " + info.data); };
     document.body.appendChild(s);
+  }
+
+  // ---------------------------------------------------------------- dashboards: data/dash_L.js + data/dashboards.js, on demand
+  var dash = {}, dashWait = {}, dashAsked = {}, TOK = null, tokAsked = false;
+  function addScript(src) {
+    var s = document.createElement("script"); s.src = src;
+    s.onerror = function () { atlas.errors.push("cannot load " + src); setStatus("cannot load " + src); };
+    document.body.appendChild(s);
+  }
+  function dashDone() {
+    if (!TOK) return;
+    Object.keys(dashWait).forEach(function (k) {
+      if (!dash[k]) return;
+      var cbs = dashWait[k]; delete dashWait[k];
+      cbs.forEach(function (cb) { cb(dash[k]); });
+    });
+  }
+  window.ATLAS_ADD_DASHBOARDS = function (raw) {
+    dash[raw.layer] = {
+      layer: raw.layer, C: raw.contexts, W: raw.window, before: raw.before, nTokens: raw.n_tokens, edges: raw.edges,
+      bins: raw.bins, m: raw.logits, block: decode(raw.ctx_block, "i4"), pos: decode(raw.ctx_pos, "u2"),
+      max: decode(raw.ctx_max, "f4"), acts4: decode(raw.ctx_acts4, "u1"), hist: decode(raw.hist, "u1"),
+      density: decode(raw.density, "f4"), lgPos: decode(raw.lg_pos, "i4"), lgPosV: decode(raw.lg_pos_v, "f4"),
+      lgNeg: decode(raw.lg_neg, "i4"), lgNegV: decode(raw.lg_neg_v, "f4"), text: null
+    };
+    atlas.timings["dashboards_" + raw.layer] = performance.now();
+    dashDone();
+  };
+  window.ATLAS_ADD_TOKENS = function (raw) {
+    var blocks = decode(raw.blocks, "i4"), ids = decode(raw.vocab_ids, "i4"), i;
+    TOK = { T: raw.block_len, tokens: decode(raw.tokens, "i4"), row: new Map(), str: new Map() };
+    for (i = 0; i < blocks.length; i++) TOK.row.set(blocks[i], i);
+    for (i = 0; i < ids.length; i++) TOK.str.set(ids[i], String(raw.vocab[i]));
+    dashDone();
+  };
+  function layerInfo(layer) { return META.layers.filter(function (l) { return l.layer === layer; })[0]; }
+  function withDashboards(layer, cb) {  // false when the layer has none; cb(D) once loaded
+    var info = layerInfo(layer);
+    if (!info || !info.dashboards || !META.tokens) return false;
+    if (dash[layer] && TOK) { cb(dash[layer]); return true; }
+    (dashWait[layer] = dashWait[layer] || []).push(cb);
+    if (!dashAsked[layer]) { dashAsked[layer] = true; addScript(info.dashboards); }
+    if (!tokAsked) { tokAsked = true; addScript(META.tokens); }
+    return true;
+  }
+  atlas.withDashboards = withDashboards;
+  function tokText(id) { var t = TOK.str.get(id); return t === undefined ? "<" + id + ">" : t; }
+  function shown(t) { return t.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5"); }
+  function contextsOf(D, r) {  // [{max, tokens: [[text, activation / max (4-bit), isTop]]}]
+    var out = [];
+    for (var c = 0; c < D.C; c++) {
+      var k = r * D.C + c, blk = D.block[k]; if (blk < 0) break;
+      var row = TOK.row.get(blk); if (row === undefined) continue;
+      var toks = [];
+      for (var j = 0; j < D.W; j++) {
+        var t = D.pos[k] - D.before + j; if (t < 0 || t >= TOK.T) continue;
+        var id = TOK.tokens[row * TOK.T + t]; if (id < 0) continue;
+        var q = k * D.W + j, b = D.acts4[q >> 1], lvl = (q & 1) ? b >> 4 : b & 15;
+        toks.push([tokText(id), lvl / 15, j === D.before]);
+      }
+      out.push({ max: D.max[k], tokens: toks });
+    }
+    return out;
+  }
+  function contextText(D, r) {
+    if (!D.text) D.text = [];
+    if (D.text[r] === undefined) D.text[r] = contextsOf(D, r).map(function (c) {
+      return c.tokens.map(function (t) { return t[0]; }).join(""); }).join("\n").toLowerCase();
+    return D.text[r];
+  }
+  function showDashboards(panel, i) {
+    var d = S.d, layer = d.layer;
+    var sec = el("section"); sec.id = "dashboard"; panel.appendChild(sec);
+    var ok = withDashboards(layer, function (D) {
+      if (S.d !== d || S.selected !== i) return;
+      sec.textContent = ""; renderDashboard(sec, D, i);
+    });
+    if (!ok) { sec.remove(); return; }
+    if (!sec.childNodes.length) sec.appendChild(el("p", "loading dashboards…", "hint"));
+  }
+  function renderDashboard(sec, D, r) {
+    sec.appendChild(el("h3", "Top activations"));
+    var ctxs = contextsOf(D, r), box = el("div"); box.id = "contexts";
+    if (!ctxs.length) box.appendChild(el("p", "never active in the harvest", "hint"));
+    ctxs.forEach(function (c) {
+      var line = el("div", undefined, "ctx");
+      line.appendChild(el("span", fmt(c.max, 3), "ctxmax"));
+      c.tokens.forEach(function (t) {
+        var sp = el("span", shown(t[0]), t[2] ? "tok top" : "tok");
+        if (t[1] > 0) { sp.style.backgroundColor = "rgba(230,110,20," + (0.1 + 0.8 * t[1]).toFixed(3) + ")"; sp.className += " on"; }
+        sp.title = "≈ " + fmt(c.max * t[1], 2);
+        line.appendChild(sp);
+      });
+      box.appendChild(line);
+    });
+    sec.appendChild(box);
+    // histogram over the fixed log-spaced bins, cropped to the bins in use
+    var h0 = r * D.bins, lo = -1, hi = -1, b;
+    for (b = 0; b < D.bins; b++) if (D.hist[h0 + b] > 0) { if (lo < 0) lo = b; hi = b; }
+    sec.appendChild(el("h3", "Activation histogram"));
+    var hist = el("div"); hist.id = "hist";
+    if (lo < 0) hist.appendChild(el("p", "no positive activations", "hint"));
+    else {
+      var bars = el("div", undefined, "bars");
+      for (b = lo; b <= hi; b++) {
+        var bar = el("div", undefined, "bar"); bar.style.height = Math.max(1, Math.round(60 * D.hist[h0 + b] / 255)) + "px";
+        bar.title = fmt(D.edges[b], 3) + " – " + fmt(D.edges[b + 1], 3); bars.appendChild(bar);
+      }
+      hist.appendChild(bars);
+      hist.appendChild(el("div", "activation " + fmt(D.edges[lo], 2) + " … " + fmt(D.edges[hi + 1], 2) +
+        " (log bins); active on " + fmt(100 * D.density[r], 3) + "% of " + D.nTokens + " tokens", "axis"));
+    }
+    sec.appendChild(hist);
+    if (D.m) {
+      sec.appendChild(el("h3", "Logit effects"));
+      var tb = el("table"); tb.id = "logits";
+      var hd = el("tr"); ["promoted", "", "suppressed", ""].forEach(function (x) { hd.appendChild(el("th", x)); }); tb.appendChild(hd);
+      for (var j = 0; j < D.m; j++) {
+        var tr = el("tr"), q = r * D.m + j;
+        tr.appendChild(el("td", shown(tokText(D.lgPos[q])), "tok")); tr.appendChild(el("td", "+" + fmt(D.lgPosV[q], 3), "num"));
+        tr.appendChild(el("td", shown(tokText(D.lgNeg[q])), "tok")); tr.appendChild(el("td", fmt(D.lgNegV[q], 3), "num"));
+        tb.appendChild(tr);
+      }
+      sec.appendChild(tb);
+    }
   }
 
   // ---------------------------------------------------------------- picking: uniform grid in data space
@@ -300,11 +426,15 @@
   function fmt(v, p) { return v === null || v === undefined || isNaN(v) ? "–" : Number(v).toPrecision(p || 4); }
   function showPanel() {
     var panel = $("panel"), d = S.d; panel.textContent = "";
-    if (S.selected < 0) { panel.appendChild(el("p", "Click a point, or search by id or label.", "hint")); return; }
+    if (S.selected < 0) { panel.appendChild(el("p", "Click a point, or search by id, label or context text.", "hint")); return; }
     var i = S.selected, id = d.ids[i];
     panel.appendChild(el("h2", "Feature " + id));
-    var label = d.labels.get(id);
+    var label = d.labels.get(id), auto = d.autoLabels.get(id);
     if (label !== undefined) panel.appendChild(el("p", label, "label"));
+    else if (auto !== undefined) {
+      var p = el("p", undefined, "label auto"); p.appendChild(el("span", "automatic", "tag"));
+      p.appendChild(document.createTextNode(" " + auto)); panel.appendChild(p);
+    }
     var dl = el("dl");
     function row(k, v) { dl.appendChild(el("dt", k)); var dd = el("dd"); if (v instanceof Node) dd.appendChild(v); else dd.textContent = v; dl.appendChild(dd); }
     row("id", String(id)); row("layer", String(d.layer)); row("norm", fmt(d.norm[i]));
@@ -339,6 +469,7 @@
       row("neuronpedia", a);
     }
     panel.appendChild(dl);
+    showDashboards(panel, i);
   }
   function showGalaxy() {
     var g = $("galaxy"), d = S.d; g.textContent = "";
@@ -357,17 +488,27 @@
     showPanel(); drawOverlay();
   }
   function selectId(id, centre) { var i = S.d ? S.d.row.get(Number(id)) : undefined; select(i === undefined ? -1 : i, centre); return i !== undefined; }
+  function labelOf(d, id) { var l = d.labels.get(id); return l !== undefined ? l : d.autoLabels.get(id); }
   function search(q) {
     var ol = $("results"), d = S.d; ol.textContent = "";
     q = q.trim(); if (!q || !d) return [];
-    var hits = [], ql = q.toLowerCase();
+    var hits = [], ql = q.toLowerCase(), i;
     if (/^\d+$/.test(q) && d.row.has(Number(q))) hits.push(Number(q));
-    d.labels.forEach(function (label, id) { if (hits.length < 50 && label.toLowerCase().indexOf(ql) >= 0 && hits.indexOf(id) < 0 && d.row.has(id)) hits.push(id); });
+    [d.labels, d.autoLabels].forEach(function (m) {
+      m.forEach(function (label, id) { if (hits.length < 50 && label.toLowerCase().indexOf(ql) >= 0 && hits.indexOf(id) < 0 && d.row.has(id)) hits.push(id); });
+    });
+    var D = dash[d.layer], pendingCtx = false;
+    if (D && TOK) {
+      for (i = 0; i < d.n && hits.length < 50; i++) if (hits.indexOf(d.ids[i]) < 0 && contextText(D, i).indexOf(ql) >= 0) hits.push(d.ids[i]);
+    } else if (!/^\d+$/.test(q)) {
+      pendingCtx = withDashboards(d.layer, function () { if (S.d === d && $("search").value.trim() === q) search(q); });
+    }
     hits.forEach(function (id) {
-      var li = el("li"), b = featureButton(id), label = d.labels.get(id);
+      var li = el("li"), b = featureButton(id), label = labelOf(d, id);
       b.textContent = String(id) + (label !== undefined ? " — " + label : ""); li.appendChild(b); ol.appendChild(li);
     });
-    if (!hits.length) ol.appendChild(el("li", "no match for " + q, "hint"));
+    if (pendingCtx) ol.appendChild(el("li", "searching contexts…", "hint"));
+    else if (!hits.length) ol.appendChild(el("li", "no match for " + q, "hint"));
     return hits;
   }
   atlas.search = search;
@@ -411,7 +552,7 @@
     var i = pick(e.offsetX, e.offsetY, 6);
     if (i !== S.hover) { S.hover = i; drawOverlay(); }
     if (i >= 0) {
-      var label = S.d.labels.get(S.d.ids[i]);
+      var label = labelOf(S.d, S.d.ids[i]);
       tip.textContent = "feature " + S.d.ids[i] + (label !== undefined ? "\n" + label : "");
       tip.style.left = (e.offsetX + 12) + "px"; tip.style.top = (e.offsetY + 12) + "px"; tip.hidden = false;
     } else { tip.hidden = true; }

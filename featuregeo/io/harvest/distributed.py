@@ -30,6 +30,7 @@ from featuregeo.io.corpus import Block, Corpus, Document
 from featuregeo.io.harvest.files import MANIFEST, finished_shards, shard_name
 from featuregeo.io.harvest.params import HarvestError, HarvestParams
 from featuregeo.io.harvest.reader import Harvest
+from featuregeo.io.harvest.dashboards import write_logit_effects
 from featuregeo.io.harvest.run import (HarvestPlan, first_blocks, open_harvest_dir, plan_harvest, sae_checksum,
                                        write_shard)
 from featuregeo.io.models import LoadedModel, batches
@@ -183,6 +184,7 @@ def harvest_distributed(client, model: LoadedModel, corpus: Corpus | Iterable[Do
     window = window or max(4, 2 * n_workers(client))
     with Checkpoint(plan.out / ".checkpoint"):  # the lock: one client writes a harvest directory
         open_harvest_dir(plan)
+        write_logit_effects(model, plan, say)  # dashboards: once per layer, here (the workers write the shards)
         inputs_f = client.scatter(inputs, broadcast=True, hash=False)
         t0, tokens, done, resumed, n_blocks, index = time.perf_counter(), 0, 0, 0, 0, 0
         need_scale = plan.params.store_activations and any(str(L) not in plan.manifest["activation_scale"]

@@ -16,8 +16,8 @@ from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_bytes, check_output_path
 from featuregeo.io.harvest.params import HarvestError
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 MANIFEST = "harvest.json"
 SHARD_RE = re.compile(r"shard_(\d{6})\.npz")
 

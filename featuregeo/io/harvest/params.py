@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from featuregeo.core.errors import FeaturegeoError, InputError
-from featuregeo.core.results import Params, check_float, check_int
+from featuregeo.core.results import Params, check_bool, check_float, check_int
 
 
 class HarvestError(FeaturegeoError):
@@ -35,6 +35,17 @@ class HarvestParams(Params):
     layers : tuple of int or None, default=None
         Layers whose residual stream is read in addition to the SAE layers (for
         ``store_activations`` without SAEs).
+    dashboards : bool, default=True
+        Also collect feature dashboards in the same forward pass (:mod:`featuregeo.io.harvest.dashboards`):
+        every feature's top activating contexts, activation histogram and firing density, and the
+        logit effects of its decoder direction.
+    dashboard_k : int, default=10
+        Top activating contexts kept per feature (at most one per block).
+    dashboard_window : int, default=24
+        Tokens per context: the top token with ``window - 1 - (window - 1) // 4`` tokens before it
+        and ``(window - 1) // 4`` after it (clipped at the block's edges).
+    dashboard_logits : int, default=10
+        Promoted and suppressed output tokens kept per feature.
 
     Examples
     --------
@@ -50,6 +61,10 @@ class HarvestParams(Params):
     max_blocks_per_doc: int | None = None
     store_activations: bool = False
     layers: tuple[int, ...] | None = None
+    dashboards: bool = True
+    dashboard_k: int = 10
+    dashboard_window: int = 24
+    dashboard_logits: int = 10
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):  # lists are accepted and stored as tuples (hashable, comparable)
@@ -67,6 +82,10 @@ class HarvestParams(Params):
         check_int("max_blocks_per_doc", self.max_blocks_per_doc, minimum=1, allow_none=True)
         if not isinstance(self.store_activations, bool):
             raise InputError(f"store_activations: expected True or False. Got {self.store_activations!r} instead.")
+        check_bool("dashboards", self.dashboards)
+        check_int("dashboard_k", self.dashboard_k, minimum=1, maximum=1000)
+        check_int("dashboard_window", self.dashboard_window, minimum=1, maximum=4096)
+        check_int("dashboard_logits", self.dashboard_logits, minimum=1, maximum=1000)
         if self.layers is not None:
             if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
                 raise InputError(f"layers: expected a tuple of layer numbers or None. Got {self.layers!r} instead.")

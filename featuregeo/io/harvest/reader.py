@@ -150,6 +150,32 @@ class Harvest:
         """Number of blocks in which each feature fired."""
         return np.asarray(self.firing(layer).sum(axis=0)).ravel().astype(np.int64)
 
+    # -- dashboards -------------------------------------------------------------------------------
+    def has_dashboards(self, layer: int) -> bool:
+        """Whether the harvest collected dashboards for ``layer`` (format 3 with ``dashboards`` on)."""
+        return (layer in self.sae_layers and self.manifest.get("format", 0) >= 3
+                and bool(self.config.get("dashboards", False)) and bool(self._shards))
+
+    def dashboards(self, layer: int):
+        """The :class:`~featuregeo.io.harvest.dashboards.FeatureDashboards` of ``layer``, merged over
+        the finished shards, with the logit effects when they were written."""
+        from featuregeo.io.harvest.dashboards import logits_path, merge_shards, read_logits
+
+        self._check_sae_layer(layer)
+        if not self.has_dashboards(layer):
+            raise InputError(f"{self.path}: no dashboards for layer {layer}; expected a harvest run with "
+                             "dashboards=True (featuregeo >= format 3) and at least one finished shard")
+        p = self.params
+        dash = merge_shards(layer, self._read, len(self._shards), p.dashboard_k, p.dashboard_window)
+        lp = logits_path(self.path, layer)
+        if lp.is_file():
+            try:
+                read_logits(lp, dash)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                raise InputError(f"{lp}: damaged logit effects ({type(e).__name__}); delete it and rerun the same "
+                                 "harvest command") from None
+        return dash
+
     # -- activations ------------------------------------------------------------------------------
     def activation_scale(self, layer: int) -> float:
         """The constant the stored activations of ``layer`` were multiplied by (mean token norm -> sqrt(d_model))."""

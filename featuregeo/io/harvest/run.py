@@ -23,6 +23,7 @@ from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_json, fingerprint
 from featuregeo.io.corpus import Block, Corpus, Document, blocks
+from featuregeo.io.harvest.dashboards import write_logit_effects
 from featuregeo.io.harvest.files import (FORMAT_VERSION, MANIFEST, check_out_dir, npy_bytes, npz_bytes,
                                          read_manifest, shard_name, write_file)
 from featuregeo.io.harvest.params import HarvestError, HarvestParams
@@ -151,6 +152,7 @@ def open_harvest_dir(plan: HarvestPlan) -> None:
     plan.out.mkdir(parents=True, exist_ok=True)
     if plan.fresh:
         shutil.rmtree(plan.out / "acts", ignore_errors=True)  # activation files of a shard that never finished
+        shutil.rmtree(plan.out / "dashboards", ignore_errors=True)  # logit effects of an abandoned start
         atomic_write_json(plan.out / MANIFEST, plan.manifest)
     (plan.out / "shards").mkdir(exist_ok=True)
 
@@ -165,16 +167,26 @@ def activation_scale(plan: HarvestPlan, layer: int, acts) -> float:
     return float(scales[str(layer)])
 
 
-def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], *, taps: Sequence[ResidualTap] = (),
-                  first_row: int = 0) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
+def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], dashboards: dict | None = None, *,
+                  taps: Sequence[ResidualTap] = (), first_row: int = 0
+                  ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], int]:
     """One shard through the model: per SAE layer a bool [blocks, d_sae] firing matrix, per layer the
     scaled float16 activations (when stored), and the number of tokens read.  ``taps`` keep residuals
-    of their rows (``first_row``: the index of the shard's first block) from the same forward pass."""
+    of their rows (``first_row``: the index of the shard's first block) from the same forward pass.
+
+    When ``dashboards`` is a dict it is filled with one
+    :class:`~featuregeo.io.harvest.dashcollect.ShardDashboards` per SAE layer, collected from the
+    same forward pass (``plan.params.dashboards`` must be on)."""
     import torch
+
+    from featuregeo.io.harvest.dashcollect import ShardDashboards
 
     p = plan.params
     fired: dict[int, list[np.ndarray]] = {L: [] for L in plan.sae_layers}
     acts_out: dict[int, list[np.ndarray]] = {L: [] for L in plan.layers} if p.store_activations else {}
+    if dashboards is not None:
+        dashboards.update({L: ShardDashboards(int(plan.saes[L].cfg.d_sae), p.dashboard_k, p.dashboard_window)
+                           for L in plan.sae_layers})
     n_tokens = 0
     tap_layers, tap_embeddings = tap_request(taps, first_row, len(shard))
     for rb in iter_residual_stream(model, [b.input_ids for b in shard], sorted(set(plan.layers) | tap_layers),
@@ -195,15 +207,20 @@ def harvest_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], *, 
                 sae = plan.saes[L]
                 with torch.inference_mode():
                     f = sae.encode(a.to(sae.W_dec.dtype))
-                f = f.masked_fill(~mask[..., None], 0)
-                fired[L].append((f > p.threshold).any(dim=1).numpy())
+                    f = f.masked_fill(~mask[..., None], 0)
+                    fired[L].append((f > p.threshold).any(dim=1).numpy())
+                    if dashboards is not None:  # the block's text tokens: the last block_len positions
+                        dashboards[L].add(f[:, -p.block_len:].float(), mask[:, -p.block_len:])
         n_tokens += int(mask.sum())
     return ({L: np.concatenate(v) for L, v in fired.items()}, {L: np.concatenate(v) for L, v in acts_out.items()},
             n_tokens)
 
 
-def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays of a shard file: block metadata and, per SAE layer, the firing matrix as CSR parts."""
+def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray], dashboards: dict | None = None,
+                 tokenizer=None) -> dict[str, np.ndarray]:
+    """The arrays of a shard file: block metadata and, per SAE layer, the firing matrix as CSR parts
+    (plus, with ``dashboards`` from :func:`harvest_shard`, the block tokens, their strings decoded
+    with ``tokenizer`` and each layer's ``dash_L_*`` arrays)."""
     arrays = {
         "doc_id": np.array([b.doc_id for b in shard]),
         "genre": np.array([b.genre for b in shard]),
@@ -216,7 +233,27 @@ def shard_arrays(shard: list[Block], fired: dict[int, np.ndarray]) -> dict[str, 
                                                     ).astype(np.int64)
         arrays[f"fire_{L}_indices"] = cols.astype(np.int32)
         arrays[f"fire_{L}_shape"] = np.array(fb.shape, dtype=np.int64)
+    if dashboards:
+        from featuregeo.io.harvest.dashcollect import token_strings
+
+        T = len(shard[0].input_ids) - 1  # BOS dropped: the text tokens, as harvest_shard reads them
+        tokens = np.array([np.asarray(b.input_ids)[-T:] for b in shard], dtype=np.int32)
+        arrays["tokens"] = tokens
+        arrays.update(token_strings(tokenizer, tokens.ravel()))
+        for L, dash in dashboards.items():
+            arrays.update(dash.arrays(f"dash_{L}_"))
     return arrays
+
+
+def shard_files(model: LoadedModel, plan: HarvestPlan, shard: list[Block], *, taps: Sequence[ResidualTap] = (),
+                first_row: int = 0) -> tuple[bytes, dict[int, np.ndarray], int]:
+    """Everything one shard writes, computed from one forward pass: the shard file's bytes (firing,
+    and dashboards when ``plan.params.dashboards``), the activations per layer (when stored), and
+    the number of tokens read.  Depends only on the shard's blocks and the plan, so a shard computed
+    anywhere (another process, another machine) gives the same bytes."""
+    dash: dict | None = {} if plan.params.dashboards and plan.saes else None
+    fired, acts, n_tok = harvest_shard(model, plan, shard, dash, taps=taps, first_row=first_row)
+    return npz_bytes(shard_arrays(shard, fired, dash, model.tokenizer)), acts, n_tok
 
 
 def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index: int,
@@ -224,10 +261,10 @@ def write_shard(model: LoadedModel, plan: HarvestPlan, shard: list[Block], index
     """Harvest shard ``index`` and write its files (activations first, the shard file last: it marks the
     shard done); returns the number of tokens read.  The serial loop and the cluster's tasks both call it;
     ``taps`` keep residuals of some blocks from the same forward pass (serial only)."""
-    fired, acts, n_tok = harvest_shard(model, plan, shard, taps=taps, first_row=index * plan.params.shard_blocks)
+    data, acts, n_tok = shard_files(model, plan, shard, taps=taps, first_row=index * plan.params.shard_blocks)
     for L, x in acts.items():
         write_file(plan.out / "acts" / f"layer_{L}" / f"shard_{index:06d}.npy", npy_bytes(x))
-    write_file(plan.out / "shards" / shard_name(index), npz_bytes(shard_arrays(shard, fired)))
+    write_file(plan.out / "shards" / shard_name(index), data)
     return n_tok
 
 
@@ -280,6 +317,7 @@ def harvest(model: LoadedModel, corpus: Corpus | Iterable[Document], out: str | 
     say = progress or (lambda line: None)
     with Checkpoint(plan.out / ".checkpoint"):  # the lock: one process writes a harvest directory
         open_harvest_dir(plan)
+        write_logit_effects(model, plan, say)  # once per layer, before the shards (resumable)
         t0, tokens, new_shards, n_blocks, index = time.perf_counter(), 0, 0, 0, 0
         for shard in batches(block_iter, plan.params.shard_blocks):
             path = plan.out / "shards" / shard_name(index)
