@@ -89,8 +89,16 @@ def usable_features(counts: np.ndarray, T: int) -> tuple[np.ndarray, dict]:
 
 
 def _row_topk(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int, k: int) -> sparse.csr_matrix:
-    """Keep each row's ``k`` largest values, then symmetrise (union; values are symmetric)."""
-    order = np.lexsort((-vals, rows))
+    """Keep each row's ``k`` largest values, then symmetrise (union; values are symmetric).
+
+    One sort of ``row + 0.5 * (1 - scaled value)`` (values closer than ~1e-10 of their range tie)
+    instead of a two-key lexsort (tens of millions of candidate pairs at 65k features).
+    """
+    v64 = np.asarray(vals, dtype=np.float64)
+    lo, hi = (float(v64.min()), float(v64.max())) if v64.size else (0.0, 1.0)
+    key = rows.astype(np.float64) + 0.5 * (hi - v64) / (hi - lo if hi > lo else 1.0)
+    order = np.argsort(key, kind="stable")
+    del key, v64
     rows, cols, vals = rows[order], cols[order], vals[order]
     start = np.searchsorted(rows, np.arange(n))
     rank = np.arange(rows.size) - start[rows]
