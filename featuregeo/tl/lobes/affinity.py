@@ -41,7 +41,7 @@ class AffinitySummary:
     n_clipped : int
         Pairs whose negative phi was clipped to 0 (``phi_shift=False`` only).
     sparse : bool
-        Whether the graph is a top-k graph (top-k storage).
+        Whether the graph is a top-k graph (top-k counts, or ``graph="topk"``).
     note : str
         The convention used, in words.
     """
