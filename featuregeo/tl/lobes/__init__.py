@@ -42,7 +42,7 @@ from featuregeo.core.errors import InputError
 from featuregeo.core.util import fingerprint, say
 from featuregeo.io.harvest import Harvest
 from featuregeo.tl.lobes.affinity import Affinity, AffinitySummary, affinity, angular_affinity, unit_decoder_rows
-from featuregeo.tl.lobes.common import AFFINITIES, DEFAULT_N_CLUSTERS, DEFAULT_TOP_K, Firing, seed_int
+from featuregeo.tl.lobes.common import AFFINITIES, DEFAULT_N_CLUSTERS, DEFAULT_TOP_K, GRAPH_DENSE_MAX, Firing, seed_int
 from featuregeo.tl.lobes.cooccurrence import Cooccurrence, CooccurrenceSummary, cooccurrence
 from featuregeo.tl.lobes.results import (GEOMETRY, RECORD_KEYS, Exclusions, LobesLayer, LobesParams, LobesResult,
                                          LobeStats)
@@ -137,7 +137,15 @@ def _prepare(firing: Any, cloud: Any, params: LobesParams, doc_ids: Any, genres:
 
 def _sweep(aff: Affinity, ks: list[int], params: LobesParams) -> SpectralSweep:
     return SpectralSweep(ks, n_init=params.n_init, row_normalize=params.row_normalize, solver=params.solver,
-                         seed=params.seed).fit(aff, overwrite=True)
+                         seed=params.seed, max_components=params.max_components,
+                         kmeans=params.kmeans).fit(aff, overwrite=True)
+
+
+def graph_kind(params: LobesParams, storage: str, n_usable: int) -> str:
+    """``"dense"`` or ``"topk"``: the affinity matrices ``params.graph`` asks for (see :class:`LobesParams`)."""
+    if params.graph != "auto":
+        return params.graph
+    return "topk" if storage == "topk" or n_usable > GRAPH_DENSE_MAX else "dense"
 
 
 def _genre(p: _Prepared, name: str, k: int, labels: np.ndarray, params: LobesParams,
@@ -235,8 +243,11 @@ def analyze_firing(firing: Any, cloud: FeatureCloud | np.ndarray, params: LobesP
                       top_k=params.top_k, rank_by=params.affinities, n_threads=params.n_threads, client=client)
     if co.storage == "topk":
         p.notes.append(co.note)
+    graph = graph_kind(params, co.storage, p.ids.size)
+    if graph == "topk" and co.storage == "dense":
+        p.notes.append(f"affinities as top-{params.top_k} graphs per feature ({p.ids.size} features)")
     tables: list[GenreTable] = []
-    gs = _sweep(angular_affinity(p.x, storage=co.storage, top_k=params.top_k), p.ks, params)
+    gs = _sweep(angular_affinity(p.x, storage=graph, top_k=params.top_k), p.ks, params)
     embeddings = [gs.embedding_.summary(GEOMETRY)]
     labels = {GEOMETRY: np.stack([gs.labels_[k] for k in p.ks]).astype(np.int32)}
     for k in p.ks:
@@ -245,7 +256,7 @@ def analyze_firing(firing: Any, cloud: FeatureCloud | np.ndarray, params: LobesP
     records: list[LobeStats] = []
     for ai, kind in enumerate(params.affinities):
         say(progress, f"{tag}: {kind} affinity, embedding and statistics")
-        aff = affinity(co, kind, phi_shift=params.phi_shift, top_k=params.top_k)
+        aff = affinity(co, kind, phi_shift=params.phi_shift, top_k=params.top_k, graph=graph)
         aff_info.append(aff.summary())
         sw = _sweep(aff, p.ks, params)
         del aff
@@ -374,7 +385,7 @@ def analyze(harvest: Harvest, suite: Suite, params: LobesParams | None = None, *
 __all__ = [
     "AFFINITIES", "DEFAULT_N_CLUSTERS", "DEFAULT_TOP_K", "GEOMETRY", "RECORD_KEYS",
     "LobesParams", "LobesLayer", "LobesResult", "LobeStats", "Exclusions",
-    "analyze", "analyze_firing", "check_inputs", "harvest_width", "harvest_fingerprint",
+    "analyze", "analyze_firing", "check_inputs", "graph_kind", "harvest_width", "harvest_fingerprint",
     "Cooccurrence", "CooccurrenceSummary", "cooccurrence",
     "Affinity", "AffinitySummary", "affinity", "angular_affinity",
     "Embedding", "EmbeddingSummary", "spectral_embedding", "SpectralSweep", "spectral_sweep",

@@ -22,8 +22,12 @@ AFFINITIES = ("phi", "jaccard", "dice", "overlap", "simple_matching")
 DEFAULT_N_CLUSTERS = (2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: bytes allowed for dense pair matrices (counts + one affinity + the solver's working copy)
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
-#: partners kept per feature when the pair counts are stored as top-k
+#: partners kept per feature when the pair counts are stored as top-k (and in top-k affinity graphs)
 DEFAULT_TOP_K = 256
+#: above this many usable features the affinities are top-k graphs (``graph="auto"``)
+GRAPH_DENSE_MAX = 4096
+#: eigenvectors per spectral embedding by default (n_clusters above it cluster all of them)
+DEFAULT_MAX_COMPONENTS = 256
 #: float32 sums of 0/1 products are exact integers up to here
 F32_EXACT = 2**24
 #: below this many flops per step, BLAS/OpenMP threads cost more than they save (and on a busy
@@ -217,5 +221,6 @@ def finite_or_none(x: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
-__all__ = ["AFFINITIES", "DEFAULT_N_CLUSTERS", "DEFAULT_MEMORY_BUDGET", "DEFAULT_TOP_K", "F32_EXACT", "Firing",
+__all__ = ["AFFINITIES", "DEFAULT_N_CLUSTERS", "DEFAULT_MEMORY_BUDGET", "DEFAULT_TOP_K", "GRAPH_DENSE_MAX",
+           "DEFAULT_MAX_COMPONENTS", "F32_EXACT", "Firing",
            "int_at_least", "resolve_threads", "threads_for", "seed_int", "check_seed", "check_n_clusters", "finite_or_none", "same", "ArrayEq"]

@@ -23,6 +23,10 @@ from featuregeo.core.results import check_choice
 from featuregeo.tl.lobes.common import (AFFINITIES, DEFAULT_MEMORY_BUDGET, DEFAULT_TOP_K, F32_EXACT, Firing,
                                         int_at_least, resolve_threads)
 
+#: top-k storage of at least this many features counts with the compiled kernel
+#: (:func:`featuregeo.tl.lobes.kernels.topk_partners`; compiling it costs seconds, so not below)
+KERNEL_MIN_FEATURES = 8192
+
 #: one sparse pair update costs about this many float32 GEMM multiply-adds (2-core Xeon, scipy SMMP
 #: vs OpenBLAS sgemm); decides the product by density (crossover near 3.5% density)
 SPARSE_UPDATE_COST = 800.0
@@ -260,11 +264,15 @@ def _topk_pairs(f: Firing, counts: np.ndarray, method: str, top_k: int, rank_by:
     """Row chunks of exact counts -> every feature's ``top_k`` partners by each score (union)."""
     n, T = f.n_features, f.n_blocks
     usable = (counts > 0) & (counts < T)
-    BT = f.csr().T.tocsr() if method == "sparse" else None
-    c = _feature_chunk(n, n_threads)
     k = min(top_k, n - 1)
     if k < 1:
         return sparse.csr_matrix((n, n), dtype=_counts_dtype(T))
+    if method == "sparse" and n >= KERNEL_MIN_FEATURES:
+        from featuregeo.tl.lobes.kernels import topk_partners
+
+        return _symmetric_counts(*topk_partners(f.csr(), counts, T, k, rank_by, n_threads=n_threads), n, T)
+    BT = f.csr().T.tocsr() if method == "sparse" else None
+    c = _feature_chunk(n, n_threads)
     rows_out, cols_out, vals_out = [], [], []
 
     def work(a: int):
@@ -297,7 +305,12 @@ def _topk_pairs(f: Firing, counts: np.ndarray, method: str, top_k: int, rank_by:
         vals_out.append(v)
     r = np.concatenate(rows_out).astype(np.int64)
     cc = np.concatenate(cols_out).astype(np.int64)
-    v = np.concatenate(vals_out)
+    return _symmetric_counts(r, cc, np.concatenate(vals_out), n, T)
+
+
+def _symmetric_counts(r: np.ndarray, cc: np.ndarray, v: np.ndarray, n: int, T: int) -> sparse.csr_matrix:
+    """CSR of the pairs and their transposes (counts are symmetric)."""
+    r, cc = r.astype(np.int64), cc.astype(np.int64)
     # symmetric union (n11 is symmetric, so both copies agree); zero counts are kept explicitly
     key, first = np.unique(np.concatenate([r * n + cc, cc * n + r]), return_index=True)
     vals = np.concatenate([v, v])[first].astype(_counts_dtype(T))

@@ -14,8 +14,8 @@ from featuregeo.core.errors import InputError
 from featuregeo.core.results import Params, Result, check_choice, check_float, check_int
 from featuregeo.core.util import fingerprint
 from featuregeo.tl.lobes.affinity import AffinitySummary
-from featuregeo.tl.lobes.common import (AFFINITIES, DEFAULT_MEMORY_BUDGET, DEFAULT_N_CLUSTERS, DEFAULT_TOP_K,
-                                        ArrayEq, check_n_clusters)
+from featuregeo.tl.lobes.common import (AFFINITIES, DEFAULT_MAX_COMPONENTS, DEFAULT_MEMORY_BUDGET, DEFAULT_N_CLUSTERS,
+                                        DEFAULT_TOP_K, ArrayEq, check_n_clusters)
 from featuregeo.tl.lobes.cooccurrence import CooccurrenceSummary
 from featuregeo.tl.lobes.spectral import EmbeddingSummary
 from featuregeo.tl.lobes.stats import GenreTable
@@ -73,7 +73,18 @@ class LobesParams(Params):
     memory_budget : int, default=8 GiB
         Bytes allowed for dense pair matrices; beyond it counts are stored as top-k.
     top_k : int, default=256
-        Partners kept per feature in top-k storage.
+        Partners kept per feature in top-k storage and in top-k affinity graphs.
+    graph : {"auto", "dense", "topk"}, default="auto"
+        Affinity matrices: ``"topk"`` keeps each feature's ``top_k`` strongest partners per affinity
+        (symmetrised, sparse; never an n x n matrix), ``"dense"`` the full matrix (needs dense counts).
+        ``"auto"``: top-k when the counts are top-k or there are more than
+        :data:`~featuregeo.tl.lobes.common.GRAPH_DENSE_MAX` usable features, dense otherwise.
+    max_components : int or None, default=256
+        Eigenvectors of each spectral embedding (None: the largest n_clusters, scikit-learn's
+        convention); larger n_clusters cluster all of them.
+    kmeans : {"auto", "full", "fast"}, default="auto"
+        ``"full"``: k-means++ and ``n_init`` restarts; ``"fast"``: k-means++ seeded on a sample and one
+        Lloyd run; ``"auto"``: full up to 64 clusters, fast above.
     n_threads : int or None, default=None
         Threads for the sparse product (None: all cores).  Does not change results (not fingerprinted).
     seed : int, default=0
@@ -106,6 +117,9 @@ class LobesParams(Params):
     storage: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     top_k: int = DEFAULT_TOP_K
+    graph: str = "auto"
+    max_components: int | None = DEFAULT_MAX_COMPONENTS
+    kmeans: str = "auto"
     n_threads: int | None = None
     seed: int = 0
 
@@ -143,6 +157,12 @@ class LobesParams(Params):
         check_choice("storage", self.storage, ("auto", "dense", "topk"))
         check_int("memory_budget", self.memory_budget, minimum=1)
         check_int("top_k", self.top_k, minimum=1)
+        check_choice("graph", self.graph, ("auto", "dense", "topk"))
+        if self.graph == "dense" and self.storage == "topk":
+            raise InputError("graph: a dense affinity needs dense counts; expected graph='auto' or 'topk' with "
+                             "storage='topk'")
+        check_int("max_components", self.max_components, minimum=1, allow_none=True)
+        check_choice("kmeans", self.kmeans, ("auto", "full", "fast"))
         check_int("n_threads", self.n_threads, minimum=1, allow_none=True)
         check_int("seed", self.seed, minimum=0)
         return self
