@@ -58,3 +58,19 @@ def gemm_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
 
 def gb(x: float) -> str:
     return f"{x / 1e9:.2f} GB"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def open_atlas(playwright, index):
+    """Open an atlas ``index`` (Path) in headless chromium and wait until its first frame is painted
+    (two animation frames after ``atlas.ready``); returns ``(browser, page, wall seconds)``."""
+    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                  args=["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"])
+    page = b.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
+    t0 = time.perf_counter()
+    page.goto(index.as_uri())
+    page.wait_for_function("window.atlas && window.atlas.ready", timeout=300_000, polling=50)
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return b, page, time.perf_counter() - t0

@@ -32,7 +32,6 @@ from featuregeo.atlas import (AtlasInputs, AtlasParams, Crystal, CrystalsInput, 
 from featuregeo.core.checkpoint import Checkpoint
 from featuregeo.core.data import FeatureCloud, Suite
 
-CHROMIUM = "/usr/bin/chromium"
 
 
 def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -77,16 +76,11 @@ def reference_export(x2: np.ndarray, ids, norms, lobes, labels: dict, out: Path)
 def load_in_chromium(index: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
+    from _common import open_atlas
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"])
-        page = b.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
-        t0 = time.perf_counter()
-        page.goto(index.as_uri())
-        page.wait_for_function("window.atlas && window.atlas.ready", timeout=300_000, polling=50)
-        # two animation frames later the first frame has been laid out and painted (SVG: all circles)
-        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        wall = time.perf_counter() - t0
+        # two animation frames after ready the first frame has been laid out and painted (SVG: all circles)
+        b, page, wall = open_atlas(p, index)
         res = page.evaluate("({loadMs: atlas.loadMs, n: atlas.renderedCount, renderer: atlas.renderer || 'svg'})")
         res["wall_s"] = wall
         if res["renderer"] != "svg":

@@ -155,15 +155,11 @@ def atlas_bench(model, corpus, n_blocks: int, batch: int) -> None:
 def paint(index: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
+    from _common import open_atlas
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                              args=["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"])
-        page = b.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
-        t0 = time.perf_counter()
-        page.goto(index.as_uri())
-        page.wait_for_function("window.atlas && window.atlas.ready", timeout=300_000, polling=50)
-        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        res = {"wall": time.perf_counter() - t0, "loadMs": page.evaluate("atlas.loadMs")}
+        b, page, wall = open_atlas(p, index)
+        res = {"wall": wall, "loadMs": page.evaluate("atlas.loadMs")}
         for key, fid in (("panel_ms", 7), ("panel2_ms", 8)):
             t1 = time.perf_counter()
             page.evaluate(f"atlas.selectId({fid}, true)")

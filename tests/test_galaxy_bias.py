@@ -101,21 +101,16 @@ def test_no_correction_without_distortion_and_off_switch():
 
 
 @pytest.mark.slow
-def test_coverage_default_suite_shape():
-    # 2,048 x 640 (the default suite's shape), window 11-150, 40 planted laws
-    cov_fixed, cov_sample, raw, fixed = coverage(2048, 640, (11, 150), replicates=40, seed=7)
-    print(f"2048x640: coverage {cov_fixed:.3f} (sample interval {cov_sample:.3f}); sample slope "
+@pytest.mark.parametrize("n, d, replicates, seed, nominal", [
+    (2048, 640, 40, 7, 0.85),     # the default suite's shape, 40 planted laws
+    (16384, 2304, 16, 11, 0.8),   # a Gemma Scope 16k layer, 16 planted laws (binomial sd 0.055)
+])
+def test_coverage_at_real_shapes(n, d, replicates, seed, nominal):
+    # window 11-150, planted exponent -0.53
+    cov_fixed, cov_sample, raw, fixed = coverage(n, d, (11, 150), replicates=replicates, seed=seed)
+    print(f"{n}x{d}: coverage {cov_fixed:.3f} (sample interval {cov_sample:.3f}); sample slope "
           f"{raw.mean():.4f}, corrected {fixed.mean():.4f} +- {fixed.std():.4f}")
-    assert cov_fixed >= 0.85, (cov_fixed, fixed.mean())
+    assert cov_fixed >= nominal, (cov_fixed, fixed.mean())
     assert cov_sample <= 0.2
-
-
-@pytest.mark.slow
-def test_coverage_gemma_scope_shape():
-    # 16,384 x 2,304 (a Gemma Scope 16k layer), window 11-150, 16 planted laws (binomial sd 0.055)
-    cov_fixed, cov_sample, raw, fixed = coverage(16384, 2304, (11, 150), replicates=16, seed=11)
-    print(f"16384x2304: coverage {cov_fixed:.3f} (sample interval {cov_sample:.3f}); sample slope "
-          f"{raw.mean():.4f}, corrected {fixed.mean():.4f} +- {fixed.std():.4f}")
-    assert cov_fixed >= 0.8, (cov_fixed, fixed.mean())
-    assert cov_sample <= 0.2
-    assert abs(fixed.mean() + 0.53) < abs(raw.mean() + 0.53) / 3
+    if n > 4096:  # where the finite-sample bias is large, the correction removes most of it
+        assert abs(fixed.mean() + 0.53) < abs(raw.mean() + 0.53) / 3
