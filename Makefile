@@ -16,7 +16,7 @@ test: setup
 
 # The slow tests (CI's second step).
 test-slow: setup
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow and not study"
 
 lint: setup
 	$(VENV)/bin/lint-imports
