@@ -99,7 +99,9 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
     # the findings report judges the claims this run has results for, from its own result files
     rep = json.loads((out / "report.json").read_text())
     verdicts = {c["id"]: c["verdict"] for c in rep["claims"]}
-    assert s["report"] == str(out / "report.html") and (out / "report.html").is_file()
+    from pathlib import Path
+
+    assert Path(s["report"]).resolve() == (out / "report.html").resolve() and (out / "report.html").is_file()
     assert verdicts["galaxy.clustering_entropy"] != "no results" and verdicts["lens.tuned_beats_logit"] == "no results"
     # one forward pass: the galaxy's activations and the layer rows came from the harvest's pass
     shared = s["shared_forward_pass"]["rows_from_this_runs_harvest_pass"]
