@@ -78,6 +78,7 @@ def test_correction_removes_the_sample_size_bias_of_the_slope():
     assert 0.7 < np.mean(gains) < 1.3, gains
 
 
+@pytest.mark.slow  # a 24-cloud coverage study (~20 s quiet); CI runs it in the slow step
 def test_interval_covers_planted_exponent_where_the_sample_interval_does_not():
     # 24 planted laws at 800 x 240 (d/n = 0.3), window 3-40: the interval around the corrected slope covers
     # the truth about 95% of the time (binomial sd 0.045 at 24); the sample slope's own bootstrap interval
