@@ -1,7 +1,7 @@
 """Ship the tuned lens of a lens study with the default suite (featuregeo/data/default_suite/lenses/).
 
 Reads ``RUN/tuned_lens`` (written by ``analyses/lens_study.py --out RUN``) and ``RUN/lens.json``,
-writes the translators with float16 ``A`` matrices (biases float32), and a ``manifest.json`` with the
+writes the translators with int8 ``A`` matrices and a float32 scale per row (biases float32), and a ``manifest.json`` with the
 model, corpus split, training tokens, steps, seed, the study's held-out numbers and SHA-256 checksums.
 
     PYTHONPATH=. python analyses/ship_lenses.py --run /work/runs-lens/full
@@ -28,7 +28,7 @@ def main() -> None:
     out = Path(a.out) if a.out else pretrained_lens_dir()
     lens = TunedLens.load(run / LENS_DIR)
     res = LensResult.load(run)
-    lens.save(out, weight_dtype="float16")
+    lens.save(out, weight_dtype="int8")  # 7 MB: the shipped weights stay within 100 MB
     p = res.params
     files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(out.iterdir())
              if f.name in ("config.json", "params.safetensors")}
@@ -37,7 +37,7 @@ def main() -> None:
         "model": "default (Gemma 3 270M, as loaded by featuregeo.io.models.load_model('default'))",
         "identity": lens.identity,
         "layers": lens.layers,
-        "format": "config.json + params.safetensors (layer_<L>.weight = A float16, layer_<L>.bias = b float32, subset)",
+        "format": "config.json + params.safetensors (layer_<L>.weight = A int8, layer_<L>.weight_scale = per-row float32 scale, layer_<L>.bias = b float32, subset)",
         "corpus": f"featuregeo built-in corpus, training split (held_out={p.held_out}, seed={p.seed}); evaluation "
                   "on the held-out split",
         "train_tokens": res.n_train_tokens, "block_len": p.block_len, "steps": p.steps,

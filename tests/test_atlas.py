@@ -253,7 +253,8 @@ def synthetic_inputs(labels_at_3="three"):
                                        3: (np.arange(0, N_SYN, 2) // 20).astype(np.int32)}},
                        summaries=[LobeSummary("phi", 2, n_lobes=2, ami=0.5), LobeSummary("jaccard", 2)],
                        sae=SaeIdentity(n_features=N_SYN, d_model=D_SYN))
-    galaxy = GalaxyInput(eigenvalues=np.linspace(2, 0.1, D_SYN), slope=-0.8, slope_ci=(-0.9, -0.7), fit_ranks=(2, 20),
+    galaxy = GalaxyInput(eigenvalues=np.linspace(2, 0.1, D_SYN), slope=-0.8, slope_ci=(-0.9, -0.7), slope_corrected=-0.78,
+                         fit_ranks=(2, 20),
                          r2=0.99, null_slope=float("nan"), sae=SaeIdentity(N_SYN, D_SYN, source="synthetic"))
     crystals = CrystalsInput([Crystal(2, 4, 5, 6, 8, 0.8, "trapezoid", 0.5, 0.4),
                               Crystal(1, 0, 1, 2, 3, 0.95, "parallelogram", 0.99, 0.9)])
@@ -307,6 +308,7 @@ def test_result_round_trip(built, tmp_path):
     assert AtlasResult.load(tmp_path) == res
     t = res.table()
     assert list(t.layer) == [0, 3] and list(t.n_labels) == [1, 1] and t.galaxy_slope[0] == -0.8
+    assert t.galaxy_slope_corrected[0] == -0.78 and back.layers[0].galaxy.slope_corrected == -0.78
     la = res.layers[0]
     la.save(tmp_path / "one")
     assert AtlasLayer.load(tmp_path / "one") == la

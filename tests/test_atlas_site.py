@@ -146,6 +146,16 @@ def test_tables_hold_the_inputs(pipeline, site, capsys):
         assert [r["kind"] for r in csv.DictReader(fh)] == ["parallelogram", "trapezoid", "parallelogram"]
     assert "phi" in (site / "lobes.csv").read_text() and "slope" in (site / "galaxy.csv").read_text()
     assert (site / "figures" / "galaxy_layer_2.png").stat().st_size > 1000
+    # the galaxy table carries the bias-corrected exponent next to the raw fit, as galaxy.json has it
+    from featuregeo.tl.galaxy import GalaxyResult
+
+    gal = {r.layer: r for r in GalaxyResult.load(pipeline / "galaxy").layers}
+    with (site / "galaxy.csv").open() as fh:
+        grows = {int(r["layer"]): r for r in csv.DictReader(fh)}
+    assert set(grows) == set(gal) and all(gal[L].slope_corrected is not None for L in gal)
+    for L, r in grows.items():
+        assert float(r["slope_corrected"]) == pytest.approx(gal[L].slope_corrected)
+        assert float(r["slope_ci_lo"]) <= float(r["slope_corrected"]) <= float(r["slope_ci_hi"])
     html_text = (site / "index.html").read_text()
     assert "<script>alert" not in html_text and "\n" not in html_text.split("window.ATLAS_META = ")[1].split(";</script>")[0]
     assert "<" not in (site / "data" / "layer_2.js").read_text()  # labels embedded inert
@@ -343,6 +353,8 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     assert "parallelogram #1" in page.locator("#panel").text_content()
     page.check("#crystals")
     assert page.locator("#galaxy img").first.evaluate("im => im.complete && im.naturalWidth > 0")
+    gtext = page.locator("#galaxy").text_content()  # the exponent to quote is the bias-corrected one
+    assert "bias-corrected" in gtext and "raw fit" in gtext
     shot = tmp_path / "atlas.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000

@@ -210,6 +210,31 @@ def test_tuned_lens_files_round_trip_and_model_check(tmp_path):
         lens.TunedLens.load(tmp_path / "l")
 
 
+def test_int8_lens_files_are_a_quarter_and_within_half_a_step(tmp_path):
+    """``weight_dtype="int8"`` (what ships): per-row scales, every entry within half a quantisation step
+    of the float32 matrix, a zero row stays zero, and a file without its scales is refused."""
+    ident = {"model": "tiny", "n_layers": 3, "d_model": 64, "vocab": 10}
+    rng = np.random.default_rng(0)
+    A = (rng.standard_normal((64, 64)) * np.geomspace(1e-3, 1.0, 64)[:, None]).astype(np.float32)  # rows of very
+    A[5] = 0.0                                                                                       # different sizes
+    tl = lens.TunedLens(identity=ident, weights={0: A}, biases={0: rng.standard_normal(64).astype(np.float32)})
+    tl.save(tmp_path / "f32")
+    tl.save(tmp_path / "i8", weight_dtype="int8")
+    size = lambda d: (tmp_path / d / "params.safetensors").stat().st_size  # noqa: E731
+    assert size("i8") < 0.3 * size("f32")
+    back = lens.TunedLens.load(tmp_path / "i8", ident)
+    step = np.abs(A).max(axis=1, keepdims=True) / 127
+    assert back.weights[0].dtype == np.float32 and np.all(np.abs(back.weights[0] - A) <= step / 2 + 1e-9)
+    assert np.all(back.weights[0][5] == 0) and np.array_equal(back.biases[0], tl.biases[0])
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(tmp_path / "i8" / "params.safetensors"))
+    del arrays["layer_0.weight_scale"]
+    save_file(arrays, str(tmp_path / "i8" / "params.safetensors"))
+    with pytest.raises(InputError, match="int8 without a \\[64\\] weight_scale"):
+        lens.TunedLens.load(tmp_path / "i8")
+
+
 def test_params_validation():
     assert lens.LensParams().validate() is not None
     lens.LensParams.fast().validate()

@@ -147,6 +147,8 @@ def test_pretrained_lens_is_shipped_and_loads_without_training(default_model, tm
     r = pipeline.run(default_model, tmp_path / "o", lens.LensParams.demo(eval_tokens=64), pretrained=True,
                      progress=lines.append)
     assert r.trained_layers == [] and not any("step" in x for x in lines)
-    # the shipped translators beat the logit lens in KL at most layers even on 64 held-out tokens
+    # the shipped translators beat the logit lens in KL at every layer but the last, even on 64 held-out
+    # tokens (the study's 8,192 tokens: by 2-4x, intervals far apart), and equal it at the last
     better = [rec.tuned.kl.mean < rec.logit.kl.mean for rec in r.layers if rec.layer < default_model.n_layers - 1]
-    assert sum(better) >= len(better) - 2, better
+    assert all(better), better
+    assert r.layers[-1].tuned.kl.mean == r.layers[-1].logit.kl.mean == pytest.approx(0, abs=1e-6)

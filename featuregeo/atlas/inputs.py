@@ -269,6 +269,10 @@ class GalaxyInput:
         Power-law slope over ``fit_ranks``, its r², the slope of a Gaussian null cloud, and the
         clustering-entropy excess (nats).
     slope_ci : tuple of float, optional
+        The slope's 95 % interval (row bootstrap; it surrounds ``slope_corrected`` when there is one).
+    slope_corrected : float, optional
+        The slope with its finite-sample bias removed (:mod:`featuregeo.tl.galaxy.bias`): the exponent
+        to quote.
     fit_ranks : tuple of int, optional
     null_eigenvalues : ndarray, optional
     sae : SaeIdentity, optional
@@ -278,6 +282,7 @@ class GalaxyInput:
     eigenvalues: np.ndarray
     slope: float | None = None
     slope_ci: tuple[float, float] | None = None
+    slope_corrected: float | None = None
     fit_ranks: tuple[int, int] | None = None
     r2: float | None = None
     null_slope: float | None = None
@@ -287,7 +292,7 @@ class GalaxyInput:
     origin: str = "galaxy"
 
     def __post_init__(self) -> None:
-        for name in ("slope", "r2", "null_slope", "entropy_excess"):
+        for name in ("slope", "slope_corrected", "r2", "null_slope", "entropy_excess"):
             setattr(self, name, finite_or_none(getattr(self, name)))
         if self.slope_ci is not None:
             ci = tuple(finite_or_none(x) for x in self.slope_ci)

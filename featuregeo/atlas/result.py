@@ -163,7 +163,8 @@ class AtlasLayer(Result):
                 "n_labels": len(self.labels), "n_auto_labels": len(self.auto_labels), "n_crystals": len(self.crystals),
                 "lobe_n_clusters": ";".join(str(k) for k in sorted(self.lobes)) or None,
                 "has_firing": self.has_firing, "n_blocks": self.n_blocks,
-                "galaxy_slope": None if g is None else g.slope}
+                "galaxy_slope": None if g is None else g.slope,
+                "galaxy_slope_corrected": None if g is None else g.slope_corrected}
 
     def rows(self) -> list[dict[str, Any]]:
         return [self.summary()]

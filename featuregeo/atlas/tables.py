@@ -23,7 +23,7 @@ from featuregeo.core.util import atomic_write_bytes, atomic_write_text
 
 CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
 LOBE_COLUMNS = ("layer", *(f.name for f in dataclasses.fields(LobeSummary)))
-GALAXY_COLUMNS = ("layer", "n_features", "d_model", "slope", "slope_ci_lo", "slope_ci_hi", "fit_rank_lo",
+GALAXY_COLUMNS = ("layer", "n_features", "d_model", "slope", "slope_corrected", "slope_ci_lo", "slope_ci_hi", "fit_rank_lo",
                   "fit_rank_hi", "r2", "null_slope", "entropy_excess")
 
 
@@ -96,6 +96,7 @@ def galaxy_rows(result: AtlasResult) -> list[dict]:
         ci = g.slope_ci or (None, None)
         fr = g.fit_ranks or (None, None)
         rows.append({"layer": la.layer, "n_features": la.n_features, "d_model": la.d_model, "slope": g.slope,
+                     "slope_corrected": g.slope_corrected,
                      "slope_ci_lo": ci[0], "slope_ci_hi": ci[1], "fit_rank_lo": fr[0], "fit_rank_hi": fr[1],
                      "r2": g.r2, "null_slope": g.null_slope, "entropy_excess": g.entropy_excess})
     return rows

@@ -5,7 +5,8 @@ Stages (:data:`STAGES`), each through its pipeline, so each resumes: load the mo
 held-out blocks whose one forward pass also keeps the residuals the galaxy and the layer comparison
 need (:mod:`featuregeo.demo.shared`); galaxy on every shipped layer against the spectrum of those
 raw activations; lobes at an early, a middle and a late layer; atoms there; the layer comparison
-with its pruning check; the atlas (UMAP layout).  ``DIR/summary.json`` is rewritten after every
+with its pruning check; the logit lens and the shipped tuned lens on held-out text; the atlas (UMAP
+layout) with every figure; the findings report.  ``DIR/summary.json`` is rewritten after every
 stage, with the seconds each took (``seconds``) and the settings (``settings``; which of them are
 smaller than ``--full``).
 
@@ -25,8 +26,8 @@ import numpy as np
 from featuregeo.core.errors import InputError
 from featuregeo.core.util import atomic_write_json
 from featuregeo.demo.settings import PRESETS, DemoSettings, settings_for
-from featuregeo.demo.summary import (atoms_summary, galaxy_summary, layers_summary, lobes_summary,
-                                     print_summary)
+from featuregeo.demo.summary import (atoms_summary, galaxy_summary, layers_summary, lens_summary,
+                                     lobes_summary, print_summary)
 from featuregeo.pipeline.common import log, output_dir
 
 __all__ = ["run_demo", "heldout_activations", "LOBE_LAYERS", "STAGES", "Demo", "DemoSettings", "PRESETS",
@@ -171,6 +172,17 @@ def stage_layers(d: Demo) -> None:
     d.summary["layers_comparison"] = {"dir": str(d.out / "layers"), **layers_summary(lay)}
 
 
+def stage_lens(d: Demo) -> None:
+    """The logit lens and the tuned lens shipped with the default suite, evaluated on held-out text
+    (no training: :meth:`LensParams.demo <featuregeo.tl.lens.LensParams.demo>`)."""
+    from featuregeo.pipeline import lens as lens_pipeline
+    from featuregeo.tl.lens import LensParams
+
+    log("demo: logit lens and the shipped tuned lens on held-out text")
+    res = lens_pipeline.run(d.model, d.out / "lens", LensParams.demo(**d.settings.lens), pretrained=True)
+    d.summary["lens"] = {"dir": str(d.out / "lens"), **lens_summary(res)}
+
+
 def stage_atlas(d: Demo) -> None:
     from featuregeo.atlas import AtlasParams
     from featuregeo.pipeline import atlas as atlas_pipeline
@@ -178,7 +190,7 @@ def stage_atlas(d: Demo) -> None:
     log(f"demo: writing the feature atlas ({d.settings.atlas_layout} layout)")
     atlas_pipeline.run(d.source, d.out / "atlas", layers=d.layers, params=AtlasParams(layout=d.settings.atlas_layout),
                        lobes=d.out / "lobes", atoms=d.out / "atoms", galaxy=d.out / "galaxy",
-                       harvest=d.out / "harvest", figures={"layers": d.out / "layers"})
+                       harvest=d.out / "harvest", figures={"layers": d.out / "layers", "lens": d.out / "lens"})
     d.summary["atlas"] = str(d.out / "atlas" / "index.html")
 
 
@@ -191,8 +203,7 @@ def stage_report(d: Demo) -> None:
 
 
 #: the demo's stages in order: ``(name, function(Demo))``; each fills ``Demo.summary`` and is timed
-#: under its name in ``summary.json["seconds"]``.  (A lens stage waits for shipped pretrained lenses,
-#: see ``analyses/ship_lenses.py``.)
+#: under its name in ``summary.json["seconds"]``.
 STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("model", stage_model),
     ("harvest", stage_harvest),
@@ -200,6 +211,7 @@ STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("lobes", stage_lobes),
     ("atoms", stage_atoms),
     ("layers", stage_layers),
+    ("lens", stage_lens),
     ("atlas", stage_atlas),
     ("report", stage_report),
 )

@@ -35,6 +35,9 @@ class DemoSettings:
         :class:`~featuregeo.tl.lobes.LobesParams` fields (permutations, null repeats, ...).
     layers : dict
         :meth:`LayersParams.fast <featuregeo.tl.layers.LayersParams.fast>` overrides (blocks, pruning).
+    lens : dict
+        :meth:`LensParams.demo <featuregeo.tl.lens.LensParams.demo>` overrides (held-out tokens,
+        bootstrap replicates) for the shipped tuned lens's evaluation.
     atlas_layout : str
         The atlas's 2-D layout (``umap`` or ``pca``).
     """
@@ -46,6 +49,7 @@ class DemoSettings:
     slope_bootstrap: int
     lobes: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)
+    lens: dict = field(default_factory=dict)
     atlas_layout: str = "umap"
     block_len: int = 128
 

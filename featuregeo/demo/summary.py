@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fmt", "galaxy_summary", "lobes_summary", "atoms_summary", "layers_summary", "print_summary"]
+__all__ = ["fmt", "galaxy_summary", "lobes_summary", "atoms_summary", "layers_summary", "lens_summary",
+           "print_summary"]
 
 
 def fmt(x: Any, p: int = 3) -> str:
@@ -80,6 +81,23 @@ def layers_summary(result) -> dict:
     }
 
 
+def lens_summary(result) -> dict:
+    """Per layer the KL to the final distribution of both lenses (mean and 95 % interval), and the layers
+    where the tuned lens is below the logit lens with intervals that do not overlap."""
+    last = result.n_layers - 1
+    per = {}
+    better = []
+    for rec in result.layers:
+        lo, tu = rec.logit.kl, rec.tuned.kl if rec.tuned is not None else None
+        per[rec.layer] = {"kl_logit": [lo.mean, lo.low, lo.high],
+                          "kl_tuned": None if tu is None else [tu.mean, tu.low, tu.high]}
+        if tu is not None and rec.layer < last and tu.high < lo.low:
+            better.append(rec.layer)
+    judged = [rec.layer for rec in result.layers if rec.layer < last and rec.tuned is not None]
+    return {"eval_tokens": result.n_eval_tokens, "layers": per, "tuned_below_logit_kl": better,
+            "judged_layers": judged}
+
+
 def print_summary(summary: dict, gal, out: Path) -> None:
     recs = gal.layers
     g = summary["galaxy"]
@@ -103,6 +121,13 @@ def print_summary(summary: dict, gal, out: Path) -> None:
     print(f"  layers: most redundant block by measure {lc['most_redundant']}; held-out loss {fmt(lc['baseline_loss'])} "
           f"-> after dropping it {', '.join(f'{k} {v:.3f}' for k, v in lc['loss_after_one_drop'].items())}"
           + (f" (random drop median {rand:.3f})" if rand else ""))
+    ln = summary.get("lens")
+    if ln:
+        kl = {int(k): v for k, v in ln["layers"].items()}
+        mid = sorted(kl)[len(kl) // 2]
+        print(f"  lens: tuned lens below the logit lens in KL (intervals apart) at {len(ln['tuned_below_logit_kl'])}/"
+              f"{len(ln['judged_layers'])} layers on {ln['eval_tokens']} held-out tokens; layer {mid}: KL "
+              f"{fmt(kl[mid]['kl_logit'][0])} -> {fmt((kl[mid]['kl_tuned'] or [None])[0])} nats")
     for fig in g["figures"]:
         print(f"  figure: {fig}")
     print(f"  atlas: {summary['atlas']}  (open it in a browser)")

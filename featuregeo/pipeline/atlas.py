@@ -154,6 +154,7 @@ def galaxy_inputs(galaxy_dir: str | Path) -> dict[int, GalaxyInput]:
         out[int(r.layer)] = GalaxyInput(
             eigenvalues=np.asarray(r.eigenvalues if r.eigenvalues is not None else [], dtype=np.float64),
             slope=_finite(r.slope), slope_ci=tuple(r.slope_ci) if r.slope_ci is not None else None,
+            slope_corrected=_finite(getattr(r, "slope_corrected", None)),
             fit_ranks=tuple(r.fit_ranks) if r.fit_ranks is not None else None, r2=_finite(r.r2),
             null_slope=_finite(r.null_slope), entropy_excess=None if r.entropy is None else _finite(r.entropy.excess),
             null_eigenvalues=None if r.null_eigenvalues is None else np.asarray(r.null_eigenvalues, dtype=np.float64),

@@ -475,7 +475,11 @@
     var g = $("galaxy"), d = S.d; g.textContent = "";
     if (!d.galaxy) return;
     g.appendChild(el("h3", "Galaxy: layer " + d.layer));
-    g.appendChild(el("p", "power-law slope " + fmt(d.galaxy.slope, 3) + " (null " + fmt(d.galaxy.null_slope, 3) + ")" +
+    var gs = d.galaxy, ci = gs.slope_ci ? " [" + fmt(gs.slope_ci[0], 3) + ", " + fmt(gs.slope_ci[1], 3) + "]" : "";
+    var slope = (gs.slope_corrected !== null && gs.slope_corrected !== undefined)
+      ? "power-law slope " + fmt(gs.slope_corrected, 3) + ci + " (bias-corrected; raw fit " + fmt(gs.slope, 3) + ")"
+      : "power-law slope " + fmt(gs.slope, 3) + ci;
+    g.appendChild(el("p", slope + " (null " + fmt(d.galaxy.null_slope, 3) + ")" +
       (d.galaxy.entropy_excess !== null && d.galaxy.entropy_excess !== undefined ? ", clustering entropy excess " + fmt(d.galaxy.entropy_excess, 3) + " nats" : "")));
     var img = document.createElement("img"); img.alt = "spectrum of layer " + d.layer; img.src = d.galaxy.figure; g.appendChild(img);
     (META.figures || []).forEach(function (f) { var im = document.createElement("img"); im.alt = f; im.src = f; g.appendChild(im); });

@@ -239,9 +239,17 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     timings["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    say(progress, f"lens: reading {len(layers)} layers of {data.heldout.rows.shape[0]} held-out rows")
-    ev_states = hidden_states(model, data.heldout.rows, layers, progress=progress)[:, :, :T]
-    timings["heldout_states"] = time.perf_counter() - t0
+    read: list[np.ndarray] = []
+
+    def ev_states() -> np.ndarray:  # read on first use: a resumed run with every unit done runs no forward pass
+        if not read:
+            say(progress, f"lens: reading {len(layers)} layers of {data.heldout.rows.shape[0]} held-out rows")
+            t = time.perf_counter()
+            read.append(hidden_states(model, data.heldout.rows, layers, progress=progress)[:, :, :T])
+            timings["heldout_states"] = time.perf_counter() - t
+        return read[0]
+
+    timings["heldout_states"] = 0.0
     d = model.d_model
 
     # -- evaluation on held-out documents -----------------------------------------------------
@@ -252,8 +260,8 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
                      [(L, trained.weights[L], trained.biases[L]) for L in sorted(trained.weights)],
                      None if subset is None else subset)
     ev = _unit(checkpoint, "evaluation", fp, lambda: evaluate_lenses(
-        ev_states, pos[last], targets, readout, transl, dtype=params.eval_dtype, subset=subset, progress=progress))
-    timings["evaluate"] = time.perf_counter() - t0
+        ev_states(), pos[last], targets, readout, transl, dtype=params.eval_dtype, subset=subset, progress=progress))
+    timings["evaluate"] = time.perf_counter() - t0 - timings["heldout_states"]
 
     recs: dict[int, LensLayer] = {}
     for L in layers:
@@ -278,7 +286,8 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
         baseline = _probes(model, data, params, layers, pos, ev_states, recs, base_fp, checkpoint, progress)
         timings["probes"] = time.perf_counter() - t0
 
-    traj = trajectory(model, readout, trained, params.sentence, layers)
+    traj = _trajectory_unit(checkpoint, fingerprint(fp, "trajectory", params.sentence),
+                            lambda: trajectory(model, readout, trained, params.sentence, layers))
     sel = layers if params.layers is None else sorted(set(params.layers) | {last})
     result = LensResult(params=params, model=model.name, n_layers=model.n_layers, d_model=d, vocab=ident["vocab"],
                         softcap=readout.softcap, subset_size=0 if subset is None else int(len(subset)),
@@ -342,7 +351,7 @@ def _probes(model, data, params, layers, pos, ev_states, recs, base_fp, ck, prog
             continue
         i = pos[L]
         for k, task in enumerate(TASKS):
-            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(pool, data, params, tr_states, ev_states, i, task)
+            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(pool, data, params, tr_states, ev_states(), i, task)
             if len(ytr) < 10 or len(yte) < 10 or len(np.unique(ytr)) < 2:
                 say(progress, f"lens: layer {L} probe {task}: too few labelled tokens or one class; skipped")
                 continue
@@ -393,6 +402,22 @@ def _causal(model, L, task, k, U, mu, Xtr, loss_rows, baseline, params, base_fp,
                     ratio=(ablated - baseline) / rm if abs(rm) > 1e-9 else float("nan"))
     say(progress, f"lens: layer {L} ablate {task} ({c.n_dirs} dirs): loss +{c.delta:.4f} vs random +{rm:.4f}")
     return c
+
+
+def _trajectory_unit(ck: Checkpoint | None, fp: str, compute) -> Trajectory:
+    """:func:`trajectory` through the checkpoint (token strings as unicode arrays, no pickle)."""
+    def arrays() -> dict:
+        t = compute()
+        return {"tokens": np.asarray(t.tokens, dtype=str), "layers": np.asarray(t.layers, dtype=np.int64),
+                "logit_top": np.asarray(t.logit_top, dtype=str), "tuned_top": np.asarray(t.tuned_top, dtype=str),
+                "logit_prob": t.logit_prob, "tuned_prob": t.tuned_prob}
+
+    u = _unit(ck, "trajectory", fp, arrays)
+    return Trajectory(tokens=[str(x) for x in u["tokens"]], layers=[int(x) for x in u["layers"]],
+                      logit_top=[[str(x) for x in row] for row in u["logit_top"]],
+                      tuned_top=[[str(x) for x in row] for row in u["tuned_top"]],
+                      logit_prob=np.asarray(u["logit_prob"], dtype=np.float32),
+                      tuned_prob=np.asarray(u["tuned_prob"], dtype=np.float32))
 
 
 def trajectory(model: LoadedModel, readout: Readout, lens: TunedLens, sentence: str, layers: list[int]) -> Trajectory:

@@ -165,17 +165,26 @@ class TunedLens:
         """Write ``config.json`` + ``params.safetensors`` into ``directory``; returns the directory.
 
         ``weight_dtype="float16"`` halves the file (the ``A`` matrices; biases stay float32, since
-        residual coordinates exceed the float16 range); :meth:`load` returns float32 either way.
+        residual coordinates exceed the float16 range); ``"int8"`` quarters it: each row of ``A`` is
+        stored as int8 with a float32 scale (``layer_<L>.weight_scale``, the row's max |a| / 127, so an
+        entry is off by at most half a step).  :meth:`load` returns float32 in every case.
         """
         from safetensors.numpy import save
 
-        if weight_dtype not in ("float32", "float16"):
-            raise InputError(f"weight_dtype: expected 'float32' or 'float16'. Got {weight_dtype!r} instead.")
+        if weight_dtype not in ("float32", "float16", "int8"):
+            raise InputError(f"weight_dtype: expected 'float32', 'float16' or 'int8'. Got {weight_dtype!r} instead.")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for L in self.layers:
-            tensors[f"layer_{L}.weight"] = np.ascontiguousarray(self.weights[L], dtype=weight_dtype)
+            A = np.asarray(self.weights[L], dtype=np.float32)
+            if weight_dtype == "int8":
+                scale = np.abs(A).max(axis=1) / 127.0
+                scale[scale == 0] = 1.0
+                tensors[f"layer_{L}.weight"] = np.ascontiguousarray(np.rint(A / scale[:, None]).astype(np.int8))
+                tensors[f"layer_{L}.weight_scale"] = scale.astype(np.float32)
+            else:
+                tensors[f"layer_{L}.weight"] = np.ascontiguousarray(A, dtype=weight_dtype)
             tensors[f"layer_{L}.bias"] = np.ascontiguousarray(self.biases[L], dtype=np.float32)
         if self.subset is not None:
             tensors["subset"] = np.ascontiguousarray(self.subset, dtype=np.int64)
@@ -217,7 +226,12 @@ class TunedLens:
             if A is None or b is None or A.shape != (d, d) or b.shape != (d,):
                 raise InputError(f"--lens {directory}: layer {L} is missing or not [{d}, {d}] / [{d}]; expected a "
                                  "complete lens file")
-            lens.weights[int(L)] = np.asarray(A, dtype=np.float32)
+            scale = arrays.get(f"layer_{L}.weight_scale")
+            if A.dtype == np.int8 and (scale is None or scale.shape != (d,)):
+                raise InputError(f"--lens {directory}: layer {L} is int8 without a [{d}] weight_scale; expected "
+                                 "a complete lens file")
+            lens.weights[int(L)] = (A.astype(np.float32) * scale[:, None].astype(np.float32) if A.dtype == np.int8
+                                    else np.asarray(A, dtype=np.float32))
             lens.biases[int(L)] = np.asarray(b, dtype=np.float32)
         if identity is not None:
             lens.check(identity, where=f"--lens {directory}")
