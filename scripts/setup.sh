@@ -46,6 +46,8 @@ pip_q -e ".[dev]"
 echo "[setup] caching the default model (Gemma 3 270M, dequantized once)"
 python -c "from featuregeo.io.models import load_model; m = load_model('default'); print('[setup] default model cached:', m)"
 # umap-learn's numba functions compile in every new process unless cached: compile them once here.
+echo "[setup] caching the logit effects of the shipped SAEs (the atlas dashboards' logit tables)"
+python -c "import time; t = time.perf_counter(); from featuregeo.demo import prepare; n = prepare(); print('[setup] logit effects: %d layers computed in %.0fs' % (n, time.perf_counter() - t))"
 echo "[setup] compiling the atlas's UMAP layout once (numba cache in ~/.cache/featuregeo/numba; a minute or two)"
 python -c "from featuregeo.atlas.layout import compile_layout; print('[setup] UMAP layout ready in %.0fs' % compile_layout())"
 rm -f "$VENV"/.featuregeo-setup-*

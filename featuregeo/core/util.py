@@ -242,3 +242,23 @@ def deep_equal(a: Any, b: Any) -> bool:
     if nan_a or nan_b:
         return nan_a and nan_b
     return bool(a == b)
+
+
+_CONTROLLER: list = []
+
+
+def blas_one_thread(user_api: str | None = None):
+    """A context running BLAS/LAPACK (and, with ``user_api=None``, OpenMP) on one thread.
+
+    Same effect as ``threadpoolctl.threadpool_limits(1, user_api)``, but the loaded thread-pool
+    libraries are looked up once per process (``threadpool_limits`` scans every loaded shared library
+    on each call: ~3.5 ms, more than the small ``eigh`` it often wraps).  The scan is redone when
+    modules were imported since the last one (native libraries arrive with imports)."""
+    import sys
+
+    from threadpoolctl import ThreadpoolController
+
+    n_mods = len(sys.modules)
+    if not _CONTROLLER or _CONTROLLER[0][0] != n_mods:
+        _CONTROLLER[:] = [(n_mods, ThreadpoolController())]
+    return _CONTROLLER[0][1].limit(limits=1, user_api=user_api)

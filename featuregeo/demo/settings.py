@@ -40,6 +40,8 @@ class DemoSettings:
         bootstrap replicates) for the shipped tuned lens's evaluation.
     atlas_layout : str
         The atlas's 2-D layout (``umap`` or ``pca``).
+    umap_epochs : int or None
+        UMAP optimisation epochs of the atlas layout (None: umap-learn's 500 below 10,000 points).
     """
 
     name: str
@@ -51,6 +53,7 @@ class DemoSettings:
     layers: dict = field(default_factory=dict)
     lens: dict = field(default_factory=dict)
     atlas_layout: str = "umap"
+    umap_epochs: int | None = None
     block_len: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,14 +83,16 @@ _LOBES_FULL = {"n_clusters": (2, 3, 4, 8, 16, 32, 64), "n_permutations": 100, "l
 PRESETS: dict[str, DemoSettings] = {
     # today's larger statistics (the demo's settings before it was fitted to three minutes)
     "full": DemoSettings(name="full", harvest_blocks=384, galaxy_blocks=48, entropy_repeats=10, slope_bootstrap=50,
-                         lobes=_LOBES_FULL, layers={"loss_blocks": 8, "loss_block_len": 128, "random_drops": 3}),
+                         lobes=_LOBES_FULL, layers={"loss_blocks": 8, "loss_block_len": 128, "random_drops": 3},
+                         lens={"eval_tokens": 1024, "block_len": 32}),
     # about three minutes on two cores: every stage, smaller samples and fewer resamples (see reduced())
-    "default": DemoSettings(name="default", harvest_blocks=192, galaxy_blocks=24, entropy_repeats=3,
+    "default": DemoSettings(name="default", harvest_blocks=128, galaxy_blocks=24, entropy_repeats=2,
                             slope_bootstrap=20,
                             lobes={"n_clusters": (2, 3, 4, 8, 16, 32), "n_permutations": 40, "logreg_null_repeats": 4,
                                    "logreg_split_repeats": 2, "genre_permutations": 500,
                                    "affinities": ("phi", "jaccard")},
-                            layers={"loss_blocks": 6, "loss_block_len": 96, "random_drops": 2}),
+                            layers={"loss_blocks": 3, "loss_block_len": 96, "random_drops": 2}, umap_epochs=200,
+                            lens={"eval_tokens": 128, "block_len": 16}),
     # smoke tests: a minute at most; PCA layout (no numba compilation in a fresh test environment)
     "fast": DemoSettings(name="fast", harvest_blocks=96, galaxy_blocks=24, entropy_repeats=3, slope_bootstrap=20,
                          lobes={"n_clusters": (2, 3, 4, 8, 16), "n_permutations": 20, "logreg_null_repeats": 3,

@@ -259,7 +259,7 @@ def write_logit_effects(model, plan, progress: Callable[[str], Any] | None = Non
     import time
 
     from featuregeo.core.errors import InputError
-    from featuregeo.io.harvest.files import npz_bytes, write_file
+    from featuregeo.io.harvest.files import write_file
     from featuregeo.io.lens_hooks import find_readout
 
     todo = [L for L in plan.sae_layers if not logits_path(plan.out, L).exists()]
@@ -274,33 +274,54 @@ def write_logit_effects(model, plan, progress: Callable[[str], Any] | None = Non
     m = plan.params.dashboard_logits
     for L in todo:
         t0 = time.perf_counter()
-        cached = logits_cache_path(model, plan.manifest["config"]["saes"][str(L)]["checksum"], m) if cache else None
-        if cached is not None and cached.is_file():
-            try:
-                data = cached.read_bytes()
-                with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                    ok = z["pos_ids"].shape == (int(plan.saes[L].cfg.d_sae), m)
-            except (OSError, ValueError, KeyError):
-                ok = False
-            if ok:
-                write_file(logits_path(plan.out, L), data)
-                if progress is not None:
-                    progress(f"harvest: logit effects of layer {L} from the cache {cached}")
-                continue
-        w = plan.saes[L].W_dec.detach().float().cpu().numpy()
-        pi, pv, ni, nv = logit_effects(readout, w, m)
-        arrays = {"pos_ids": pi.astype(np.int32), "pos_values": pv, "neg_ids": ni.astype(np.int32), "neg_values": nv,
-                  **token_strings(model.tokenizer, np.concatenate([pi.ravel(), ni.ravel()]))}
-        data = npz_bytes(arrays)
+        data, hit = logit_effects_bytes(model, readout, plan.saes[L], plan.manifest["config"]["saes"][str(L)]["checksum"],
+                                        m, cache=cache)
         write_file(logits_path(plan.out, L), data)
-        if cached is not None:
-            try:
-                atomic_write_bytes(cached, data)
-            except OSError:
-                pass  # a read-only cache only costs the next harvest this computation
         if progress is not None:
-            progress(f"harvest: logit effects of layer {L} ({w.shape[0]} features) in {time.perf_counter() - t0:.1f}s")
+            progress(f"harvest: logit effects of layer {L} from the cache" if hit else
+                     f"harvest: logit effects of layer {L} ({int(plan.saes[L].cfg.d_sae)} features) in "
+                     f"{time.perf_counter() - t0:.1f}s")
     return todo
+
+
+def logit_effects_bytes(model, readout, sae, checksum: str, m: int, *, cache: bool = True) -> tuple[bytes, bool]:
+    """The ``logits_L.npz`` bytes of one SAE (from the user cache when it holds them) and whether they
+    came from the cache; computed ones are stored there when ``cache``."""
+    from featuregeo.io.harvest.files import npz_bytes
+
+    cached = logits_cache_path(model, checksum, m) if cache else None
+    if cached is not None and cached.is_file():
+        try:
+            data = cached.read_bytes()
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                if z["pos_ids"].shape == (int(sae.cfg.d_sae), m):
+                    return data, True
+        except (OSError, ValueError, KeyError):
+            pass
+    w = sae.W_dec.detach().float().cpu().numpy()
+    pi, pv, ni, nv = logit_effects(readout, w, m)
+    arrays = {"pos_ids": pi.astype(np.int32), "pos_values": pv, "neg_ids": ni.astype(np.int32), "neg_values": nv,
+              **token_strings(model.tokenizer, np.concatenate([pi.ravel(), ni.ravel()]))}
+    data = npz_bytes(arrays)
+    if cached is not None:
+        try:
+            atomic_write_bytes(cached, data)
+        except OSError:
+            pass  # a read-only cache only costs the next harvest this computation
+    return data, False
+
+
+def cache_logit_effects(model, saes, m: int | None = None) -> int:
+    """Fill the user cache with the logit effects of ``saes`` (``{layer: sae-lens SAE}``) on ``model``,
+    so the next harvest with dashboards takes them from there (set-up does this for the shipped suite).
+    Returns the number of SAEs computed (not already cached)."""
+    from featuregeo.io.harvest.params import HarvestParams
+    from featuregeo.io.harvest.run import sae_checksum
+    from featuregeo.io.lens_hooks import find_readout
+
+    m = HarvestParams().dashboard_logits if m is None else int(m)
+    readout = find_readout(model)
+    return sum(not logit_effects_bytes(model, readout, sae, sae_checksum(sae), m)[1] for sae in saes.values())
 
 
 def read_logits(path: Path, dash: FeatureDashboards) -> FeatureDashboards:

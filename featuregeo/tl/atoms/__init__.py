@@ -346,18 +346,18 @@ def _check_inputs(model, suite: Suite | FeatureCloud | None, params: AtomsParams
 
 def _analyze_layer(L: int, data: PairData, cloud: FeatureCloud | None, params: AtomsParams, progress) -> AtomsLayer:
     """One layer: pair analyses (residual and SAE space) and the crystal search."""
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
     kw = dict(n_components=params.n_components, remove_pcs=params.remove_pcs, shrinkage=params.shrinkage,
               max_quadruples=params.max_quadruples, seed=params.seed, key=L)
-    with threadpool_limits(1, user_api="blas"):  # small matrices: threaded BLAS only spins (10-20x slower)
+    with blas_one_thread("blas"):  # small matrices: threaded BLAS only spins (10-20x slower)
         res = analyze_pairs(data, space="residual", **kw)
     sae_scores = None
     if params.sae_space and cloud is not None:
         from featuregeo.io.saelens import load_sae
 
         sdata = data.with_vectors(sae_reconstruct(load_sae(cloud), data.X))
-        with threadpool_limits(1, user_api="blas"):
+        with blas_one_thread("blas"):
             sae_scores = analyze_pairs(sdata, space="sae", **kw)
     crystals = null = None
     if cloud is not None:

@@ -578,10 +578,10 @@ def crystal_null(vectors: np.ndarray, params: CrystalParams | None = None, *, pr
         raise InputError(f"vectors: expected [n_features >= 4, d]. Got shape {V.shape} instead.")
     if params.normalize:
         V = unit_rows(V, dtype=np.float64)
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
     mu = V.mean(0)
-    with threadpool_limits(1, user_api="blas"):  # threaded eigh spins (30x the CPU on a busy 2-core machine)
+    with blas_one_thread("blas"):  # threaded eigh spins (30x the CPU on a busy 2-core machine)
         w, Q = np.linalg.eigh(np.cov(V, rowvar=False))
     G = seed_sequence(params.seed, 1).standard_normal(V.shape)
     Z = (mu + (G * np.sqrt(np.maximum(w, 0.0))) @ Q.T).astype(np.float32)

@@ -15,9 +15,9 @@ same = deep_equal  # the shared array-aware equality (featuregeo.core.util)
 def one_thread():
     """Context limiting BLAS to one thread: small decompositions (a few hundred rows) run 10-30x slower
     with two threads on a busy machine than with one."""
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
-    return threadpool_limits(1)
+    return blas_one_thread()
 
 
 def small_eigh(a: np.ndarray, eigvals_only: bool = False):

@@ -160,11 +160,11 @@ def chunk_moments(c: np.ndarray, shift: np.ndarray, name: str = "data") -> tuple
 
 def _moments_task(item: tuple[np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`chunk_moments` as a cluster task: one task at a time per process, on one BLAS thread."""
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
     from featuregeo.io.cluster import worker_lock
 
-    with worker_lock(), threadpool_limits(1, user_api="blas"):
+    with worker_lock(), blas_one_thread("blas"):
         return chunk_moments(*item)
 
 
@@ -253,7 +253,7 @@ def accumulate(data: FeatureCloud | np.ndarray, *, center: bool = True, normaliz
     Dask ``client`` (:func:`featuregeo.io.cluster.connect`), where the chunks are read here and
     their :func:`chunk_moments` computed on the cluster's workers, the same as without one.
     """
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
     acc = CovarianceAccumulator(center=center, normalize=normalize, name=name)
 
@@ -271,7 +271,7 @@ def accumulate(data: FeatureCloud | np.ndarray, *, center: bool = True, normaliz
         for moments in map_ordered(client, _moments_task, prepared()):
             acc.add_moments(*moments)
         return acc
-    with threadpool_limits(1, user_api="blas"):
+    with blas_one_thread("blas"):
         for moments in _thread_map_ordered(chunk_moments, prepared(), _threads()):
             acc.add_moments(*moments)
     return acc

@@ -153,9 +153,9 @@ def threads_for(work: float):
     """A context limiting BLAS and OpenMP to one thread for small problems (no limit otherwise)."""
     from contextlib import nullcontext
 
-    from threadpoolctl import threadpool_limits
+    from featuregeo.core.util import blas_one_thread
 
-    return threadpool_limits(1) if work < SMALL_WORK else nullcontext()
+    return blas_one_thread() if work < SMALL_WORK else nullcontext()
 
 
 def seed_int(seed: int, *tags: int) -> int:
