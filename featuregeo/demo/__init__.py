@@ -65,6 +65,7 @@ class Demo:
     summary: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     representations: Any = None  # the layer comparison's representations, when the harvest's pass read them
+    chosen_layers: bool = False  # the caller chose the layers (the lens then reads only those and the last)
 
     @property
     def layers(self) -> list[int]:
@@ -179,7 +180,8 @@ def stage_lens(d: Demo) -> None:
     from featuregeo.tl.lens import LensParams
 
     log("demo: logit lens and the shipped tuned lens on held-out text")
-    res = lens_pipeline.run(d.model, d.out / "lens", LensParams.demo(**d.settings.lens), pretrained=True)
+    sel = {"layers": tuple(L for L in d.layers if L < d.model.n_layers - 1) or None} if d.chosen_layers else {}
+    res = lens_pipeline.run(d.model, d.out / "lens", LensParams.demo(**{**d.settings.lens, **sel}), pretrained=True)
     d.summary["lens"] = {"dir": str(d.out / "lens"), **lens_summary(res)}
 
 
@@ -274,7 +276,7 @@ def run_demo(out: str | Path, *, fast: bool = False, full: bool = False, source:
     suite = open_suite(source, list(layers) if layers is not None else None)  # bad layers fail here, first
     out = output_dir(out)
     settings = settings_for(fast=fast, full=full)
-    d = Demo(out=out, source=source, suite=suite, settings=settings, model=model)
+    d = Demo(out=out, source=source, suite=suite, settings=settings, model=model, chosen_layers=layers is not None)
     timings: dict[str, float] = {}
     rss: dict[str, float] = {}
     d.summary.update(source=source, layers=d.layers, seconds=timings, peak_rss_gb=rss,

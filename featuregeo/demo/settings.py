@@ -94,10 +94,11 @@ PRESETS: dict[str, DemoSettings] = {
                             layers={"loss_blocks": 3, "loss_block_len": 96, "random_drops": 2}, umap_epochs=200,
                             lens={"eval_tokens": 128, "block_len": 16}),
     # smoke tests: a minute at most; PCA layout (no numba compilation in a fresh test environment)
-    "fast": DemoSettings(name="fast", harvest_blocks=96, galaxy_blocks=24, entropy_repeats=3, slope_bootstrap=20,
+    "fast": DemoSettings(name="fast", harvest_blocks=64, galaxy_blocks=24, entropy_repeats=3, slope_bootstrap=20,
                          lobes={"n_clusters": (2, 3, 4, 8, 16), "n_permutations": 20, "logreg_null_repeats": 3,
                                 "logreg_split_repeats": 2, "genre_permutations": 200, "affinities": ("phi", "jaccard")},
-                         layers={}, atlas_layout="pca"),
+                         layers={"loss_blocks": 2, "random_drops": 1}, atlas_layout="pca",
+                         lens={"eval_tokens": 128, "block_len": 16}),
 }
 
 
