@@ -98,6 +98,10 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
     assert sorted(feats.layer.unique()) == [4, 12] and len(feats) == 2 * 2048
     assert "lobe_2" in feats.columns and feats.loc[feats.layer == 12, "lobe_2"].notna().any()
     assert (out / "atlas" / "index.html").is_file()
+    # the atlas panel shows the per-layer lens curves (and the layer comparison's figures)
+    meta = json.loads((out / "atlas" / "atlas.json").read_text())
+    assert {"figures/lens_curves.png", "figures/layers_pruning.png"} <= set(meta["figures"])
+    assert all((out / "atlas" / f).stat().st_size > 1000 for f in meta["figures"])
     # the findings report judges the claims this run has results for, from its own result files
     rep = json.loads((out / "report.json").read_text())
     verdicts = {c["id"]: c["verdict"] for c in rep["claims"]}
