@@ -54,7 +54,8 @@ def galaxy_summary(la: AtlasLayer) -> dict | None:
     g = la.galaxy
     if g is None:
         return None
-    return {"slope": g.slope, "slope_corrected": g.slope_corrected, "slope_ci": None if g.slope_ci is None else list(g.slope_ci), "r2": g.r2,
+    return {"slope": g.slope, "slope_corrected": g.slope_corrected,
+            "slope_ci": None if g.slope_ci is None else list(g.slope_ci), "r2": g.r2,
             "fit_ranks": None if g.fit_ranks is None else list(g.fit_ranks), "null_slope": g.null_slope,
             "entropy_excess": g.entropy_excess, "figure": f"figures/galaxy_layer_{la.layer}.png"}
 
