@@ -24,8 +24,7 @@ from featuregeo.core.util import atomic_write_bytes, atomic_write_text
 CRYSTAL_COLUMNS = ("rank", "layer", "a", "b", "c", "d", "cosine", "length_ratio", "kind", "score")
 LOBE_COLUMNS = ("layer", *(f.name for f in dataclasses.fields(LobeSummary)))
 GALAXY_COLUMNS = ("layer", "n_features", "d_model", "slope", "slope_corrected", "slope_ci_lo", "slope_ci_hi",
-                  "fit_rank_lo",
-                  "fit_rank_hi", "r2", "null_slope", "entropy_excess")
+                  "fit_rank_lo", "fit_rank_hi", "r2", "null_slope", "entropy_excess")
 
 
 def layer_table(la: AtlasLayer):
