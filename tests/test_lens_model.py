@@ -66,10 +66,18 @@ def test_pipeline_end_to_end_resume_and_reload(default_model, tmp_path):
     assert len(r.trajectory.logit_top) == 2 and len(r.trajectory.tokens) == r.trajectory.logit_prob.shape[1]
     assert lens.LensResult.load(out) == r
     assert any("step" in x for x in lines)
-    # resume: every unit reused, nothing retrained, identical result
+    # resume: every unit reused, nothing retrained, no forward pass at all (probes and causal check
+    # included), identical result
+    from featuregeo.io.models import decoder_layers
+
     lines2: list[str] = []
-    again = pipeline.run(default_model, out, TINY, corpus=tiny_corpus(), progress=lines2.append)
-    assert again == r and not any("step" in x for x in lines2)
+    calls: list[int] = []
+    hook = decoder_layers(default_model.model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        again = pipeline.run(default_model, out, TINY, corpus=tiny_corpus(), progress=lines2.append)
+    finally:
+        hook.remove()
+    assert again == r and not any("step" in x for x in lines2) and calls == []
     # reload the saved lens into another folder: no training, same evaluation
     lines3: list[str] = []
     other = pipeline.run(default_model, tmp_path / "o2", TINY, corpus=tiny_corpus(), lens=out / "tuned_lens",

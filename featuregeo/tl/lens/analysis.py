@@ -301,18 +301,17 @@ def analyze(model: LoadedModel, corpus, params: LensParams, *, data: LensData | 
     return result
 
 
-def _probe_pool(model: LoadedModel, data: LensData, params: LensParams, layers: list[int]):
-    """Training rows for the probes and their states: the first ``2 * probe_tokens`` tokens of the
-    training rows plus as many rows of code documents (the Python-category probe's labels)."""
+def _probe_pool(data: LensData, params: LensParams) -> LabelledRows:
+    """Training rows for the probes: the first ``2 * probe_tokens`` tokens of the training rows plus
+    as many rows of code documents (the Python-category probe's labels)."""
     T = params.block_len
     n = max(1, math.ceil(2 * params.probe_tokens / T))
     cats = data.train.categories
     code = [i for i in range(len(data.train.rows)) if cats is not None and (cats[i, :T] >= 0).any()][:n]
     idx = sorted(set(range(min(n, len(data.train.rows)))) | set(code))
-    pool = LabelledRows(rows=data.train.rows[idx], genres=[data.train.genres[i] for i in idx],
+    return LabelledRows(rows=data.train.rows[idx], genres=[data.train.genres[i] for i in idx],
                         doc_ids=[data.train.doc_ids[i] for i in idx] if data.train.doc_ids else [],
                         categories=None if cats is None else cats[idx])
-    return pool, hidden_states(model, pool.rows, layers)[:, :, :T]
 
 
 def _probe_sets(pool: LabelledRows, data: LensData, params: LensParams, tr_states, ev_states, i: int, task: str):
@@ -344,46 +343,65 @@ def _probes(model, data, params, layers, pos, ev_states, recs, base_fp, ck, prog
         fpb = fingerprint(base_fp, "baseline", params.causal_rows)
         baseline = float(_unit(ck, "causal_baseline", fpb,
                                lambda: {"loss": np.asarray([heldout_loss(model, loss_rows).loss])})["loss"][0])
-    say(progress, "lens: reading the probes' training rows")
-    pool, tr_states = _probe_pool(model, data, params, layers)
+    pool = _probe_pool(data, params)
+    tr: list[np.ndarray] = []
+
+    def tr_states() -> np.ndarray:  # read on first use: a resumed run with every unit done runs no forward pass
+        if not tr:
+            say(progress, "lens: reading the probes' training rows")
+            tr.append(hidden_states(model, pool.rows, layers)[:, :, :params.block_len])
+        return tr[0]
+
     for L in layers:
         if params.layers is not None and L not in params.layers and L not in params.causal_layers:
             continue
         i = pos[L]
         for k, task in enumerate(TASKS):
-            Xtr, ytr, ttr, Xte, yte, tte = _probe_sets(pool, data, params, tr_states, ev_states(), i, task)
-            if len(ytr) < 10 or len(yte) < 10 or len(np.unique(ytr)) < 2:
-                say(progress, f"lens: layer {L} probe {task}: too few labelled tokens or one class; skipped")
-                continue
-            fp = fingerprint(base_fp, "probe", L, task, params.probe_tokens)
+            cache: list = []
 
-            def fit(Xtr=Xtr, ytr=ytr, ttr=ttr, Xte=Xte, yte=yte, tte=tte, k=k):
+            def sets(i=i, task=task, cache=cache):
+                if not cache:
+                    cache.append(_probe_sets(pool, data, params, tr_states(), ev_states(), i, task))
+                return cache[0]
+
+            fp = fingerprint(base_fp, "probe v2", L, task, params.probe_tokens)
+
+            def fit(sets=sets, k=k):
+                Xtr, ytr, ttr, Xte, yte, tte = sets()
+                if len(ytr) < 10 or len(yte) < 10 or len(np.unique(ytr)) < 2:
+                    return {"scores": np.zeros(0)}  # skipped (kept, so a resumed run skips it without states)
                 real = fit_probe(Xtr, ytr, Xte, yte, seed=params.seed)
                 ctl_y = control_labels(np.concatenate([ttr, tte]), np.concatenate([ytr, yte]), seed=params.seed, key=k)
                 ctl = fit_probe(Xtr, ctl_y[:len(ytr)], Xte, ctl_y[len(ytr):], seed=params.seed)
                 U = probe_directions(real.weights)
                 mu = (Xtr @ U.T).mean(0) if len(U) else np.zeros(0)
                 return {"scores": np.asarray([real.accuracy, ctl.accuracy, real.chance, real.n_classes, len(ytr),
-                                              len(yte)]), "U": U, "mu": mu}
+                                              len(yte)]), "U": U, "mu": mu, "sd": Xtr.std(0)}
 
             u = _unit(ck, f"probes_{L}_{task}", fp, fit)
+            if not len(u["scores"]):
+                say(progress, f"lens: layer {L} probe {task}: too few labelled tokens or one class; skipped")
+                continue
             acc, ctl, chance, ncls, ntr, nte = u["scores"]
             recs[L].probes.append(ProbeScore(task=task, accuracy=float(acc), control=float(ctl),
                                              selectivity=float(acc - ctl), chance=float(chance),
                                              n_classes=int(ncls), n_train=int(ntr), n_test=int(nte)))
             say(progress, f"lens: layer {L} probe {task}: accuracy {acc:.3f}, control {ctl:.3f}, chance {chance:.3f}")
             if L in params.causal_layers and len(u["U"]):
-                recs[L].causal.append(_causal(model, L, task, k, u["U"], u["mu"], Xtr, loss_rows, baseline,
-                                              params, base_fp, ck, progress))
+                recs[L].causal.append(_causal(model, L, task, k, u["U"], u["mu"], u["sd"], lambda sets=sets: sets()[0],
+                                              loss_rows, baseline, params, base_fp, ck, progress))
     return baseline
 
 
-def _causal(model, L, task, k, U, mu, Xtr, loss_rows, baseline, params, base_fp, ck, progress) -> CausalCheck:
+def _causal(model, L, task, k, U, mu, sd, train_states, loss_rows, baseline, params, base_fp, ck,
+            progress) -> CausalCheck:
+    """Held-out loss with the probe directions ``U`` mean-ablated at block ``L``, against random
+    directions of the same count scaled like the training states (``sd``; ``train_states()`` gives
+    the states, only read when the unit is computed)."""
     fp = fingerprint(base_fp, "causal", L, task, U, mu, params.causal_rows, params.causal_random)
 
-    sd = Xtr.std(0)
-
     def run():
+        Xtr = train_states()
         with ablate_directions(model, L, U, mu):
             ablated = heldout_loss(model, loss_rows).loss
         rand = []
