@@ -21,10 +21,15 @@ Stages (each resumable; rerun the same command to continue):
    ``featuregeo.tl.lobes.analyze_firing`` with whole documents held out for the genre tables), atoms
    (``featuregeo.pipeline.atoms`` with the SAE space and crystals); each part is saved as
    ``--work/analyses/<sae>/<part>.json`` and reused on a rerun (``--parts`` picks the parts);
-4. ``table`` — ``--results/robustness.csv`` (long format, one row per claim x statistic x SAE x
-   layer: ``claim,statistic,width,seed,sae,layer,value``), ``robustness_summary.csv`` (per claim x
-   statistic x layer over the SAEs: ``n_saes,mean,min,max,spread,values``) and ``robustness.json``
-   (both, with the description of every statistic and the list of finished / missing SAEs).
+4. ``table`` — ``--results/statistics.csv`` (long format, one row per claim x statistic x SAE x
+   layer: ``claim,statistic,width,seed,sae,layer,value``), ``statistics_summary.csv`` (per claim x
+   statistic x layer over the SAEs: ``n_saes,mean,min,max,spread,values``), ``robustness.json``
+   (both, with the description of every statistic and the list of finished / missing SAEs) and
+   ``robustness.csv``: the findings report's robustness table (``claim,source,value,low,high``; one
+   row per SAE and report claim, the claim's headline number over the study layers, plus the lobes
+   study's rows when ``--lobes-study`` holds its json): ``featuregeo report OUT analyses/results/robustness``
+   shows them as each claim's spread.  A copy ships as
+   ``featuregeo/data/default_suite/robustness/robustness.csv``, which the demo's report reads.
 
     nice -n 19 python analyses/robustness_study.py [--work DIR] [--stage all|harvest|train|analyze|table]
 """
@@ -315,7 +320,7 @@ def stage_table(args) -> None:
     out = args.results
     out.mkdir(parents=True, exist_ok=True)
     cols = ["claim", "statistic", "width", "seed", "sae", "layer", "value"]
-    _write_csv(out / "robustness.csv", cols, rows)
+    _write_csv(out / "statistics.csv", cols, rows)
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["claim"], r["statistic"], r["layer"]), []).append(r)
@@ -327,17 +332,72 @@ def stage_table(args) -> None:
                      "max": float(v.max()) if v.size else None,
                      "spread": float(v.max() - v.min()) if v.size else None,
                      "values": json.dumps({r["sae"]: r["value"] for r in rs})})
-    _write_csv(out / "robustness_summary.csv", list(summ[0]) if summ else ["claim"], summ)
+    _write_csv(out / "statistics_summary.csv", list(summ[0]) if summ else ["claim"], summ)
+    claims = report_rows(args, rows)
+    _write_csv(out / "robustness.csv", ["claim", "source", "value", "low", "high"], claims)
     atomic_write_json(out / "robustness.json", {
         "what": "featuregeo robustness across SAEs (analyses/robustness_study.py)",
-        "layout": {"robustness.csv": "long format, one row per claim x statistic x SAE x layer: " + ",".join(cols),
-                   "robustness_summary.csv": "per claim x statistic x layer over SAEs: n_saes, mean, min, max, "
-                                             "spread (= max - min), values (json: sae -> value)"},
+        "layout": {"statistics.csv": "long format, one row per claim x statistic x SAE x layer: " + ",".join(cols),
+                   "statistics_summary.csv": "per claim x statistic x layer over SAEs: n_saes, mean, min, max, "
+                                             "spread (= max - min), values (json: sae -> value)",
+                   "robustness.csv": "the findings report's robustness table: claim,source,value,low,high (each "
+                                     "SAE's headline number of a report claim over the study layers)"},
         "saes": {sae_name(w, s): {"width": w, "seed": s, "shipped": (w, s) == (2048, 0)} for w, s in args.variants},
         "finished": finished, "missing": missing, "layers": list(args.layers),
         "statistics": STATISTICS, "lobes_n_clusters": list(LOBE_KS),
-        "heldout_blocks_for_lobes": args.heldout_blocks, "rows": rows, "summary": summ})
+        "heldout_blocks_for_lobes": args.heldout_blocks, "rows": rows, "summary": summ, "report_rows": claims})
     print(f"table: {len(rows)} rows from {finished}; missing {missing} -> {out}", flush=True)
+
+
+#: report claim -> (claim, statistic) of the long table, how the per-layer values combine, what the row means
+REPORT_CLAIMS = {
+    "galaxy.power_law": ("galaxy", "slope", "median", "median slope"),
+    "galaxy.clustering_entropy": ("galaxy", "entropy_excess", "median", "median entropy excess (nats)"),
+    "lobes.spatial": ("lobes", "ami_phi_2", "median", "median phi AMI at 2 lobes"),
+    "lobes.genre": ("lobes", "genre_cramers_v_phi_2", "median", "median held-out genre Cramer's V, phi 2 lobes"),
+    "atoms.lda": ("atoms", "sae_lda_gain", "median", "median LDA - raw analogy accuracy in the SAE space"),
+    "atoms.crystals": ("atoms", "crystals", "sum", "crystals found"),
+}
+
+
+def report_rows(args, rows: list[dict]) -> list[dict]:
+    """The findings report's robustness rows: per SAE and claim, its headline number over the study layers."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["sae"], r["claim"], r["statistic"]), {})[r["layer"]] = r["value"]
+    for (sae, claim, stat), vals in list(by.items()):
+        if (claim, stat) == ("atoms", "sae_lda_analogy"):
+            raw = by.get((sae, "atoms", "sae_raw_analogy"), {})
+            by[(sae, "atoms", "sae_lda_gain")] = {L: None if v is None or raw.get(L) is None else v - raw[L]
+                                                   for L, v in vals.items()}
+    out = []
+    layers = "/".join(map(str, args.layers))
+    for width, seed in args.variants:
+        sae = sae_name(width, seed)
+        for claim_id, (claim, stat, how, what) in REPORT_CLAIMS.items():
+            vals = [v for v in by.get((sae, claim, stat), {}).values() if v is not None]
+            if len(vals) != len(args.layers):
+                continue
+            shipped = " (shipped)" if (width, seed) == (2048, 0) else ""
+            row = {"claim": claim_id, "source": f"SAE width {width} seed {seed}{shipped}, layers {layers}: {what}",
+                   "value": float(np.median(vals) if how == "median" else np.sum(vals)), "low": None, "high": None}
+            if stat == "slope":
+                for end in ("low", "high"):
+                    ci = [v for v in by.get((sae, claim, f"slope_ci_{end}"), {}).values() if v is not None]
+                    row[end] = float(np.median(ci)) if len(ci) == len(vals) else None
+            out.append(row)
+    study = args.lobes_study / "lobes_study.json"
+    if study.is_file():
+        js = json.loads(study.read_text())
+        per = [v.get("phi_2") for v in js["layers"].values() if isinstance(v.get("phi_2"), dict)]
+        src = (f"lobes study: shipped SAEs, {len(per)} layers, {js['blocks']:,} held-out blocks of "
+               f"{js['block_len']} tokens")
+        for claim_id, key in (("lobes.spatial", "ami"), ("lobes.genre", "genre_cramers_v")):
+            vals = [p[key] for p in per if p.get(key) is not None]
+            if vals:
+                out.append({"claim": claim_id, "source": f"{src}: median {key} at phi 2 lobes",
+                            "value": float(np.median(vals)), "low": None, "high": None})
+    return out
 
 
 def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
@@ -361,6 +421,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default=",".join(PARTS), help="analyses to run: galaxy,lobes,atoms")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lobes-study", type=Path, default=RESULTS.parent / "lobes_study",
+                    help="results of analyses/lobes_study.py, added to the report's robustness table")
     args = ap.parse_args(argv)
     args.layers = [int(x) for x in args.layers.split(",")]
     args.parts = [p for p in args.parts.split(",") if p]

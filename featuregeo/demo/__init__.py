@@ -28,12 +28,15 @@ from featuregeo.core.util import atomic_write_json
 from featuregeo.demo.settings import PRESETS, DemoSettings, settings_for
 from featuregeo.demo.summary import (atoms_summary, galaxy_summary, layers_summary, lens_summary,
                                      lobes_summary, print_summary)
+from featuregeo.io.sources import DEFAULT_SUITE_DIR
 from featuregeo.pipeline.common import log, output_dir
 
 __all__ = ["run_demo", "prepare", "heldout_activations", "LOBE_LAYERS", "STAGES", "Demo", "DemoSettings", "PRESETS",
            "settings_for"]
 
 LOBE_LAYERS = (3, 9, 15)  # early, middle, late
+#: the default suite's robustness table (analyses/robustness_study.py): the report's spread across SAEs
+SUITE_ROBUSTNESS = DEFAULT_SUITE_DIR / "robustness"
 
 
 def heldout_activations(model, layers, *, n_blocks: int = 24, block_len: int = 256, seed: int = 0) -> dict[int, np.ndarray]:
@@ -203,7 +206,10 @@ def stage_report(d: Demo) -> None:
     from featuregeo.pipeline import report as report_pipeline
 
     log("demo: writing the findings report (each claim of the paper beside what was measured above)")
-    rep = report_pipeline.run(d.out, d.out / "report.html", progress=None)
+    dirs = [d.out]
+    if d.source == "default" and (SUITE_ROBUSTNESS / "robustness.csv").is_file():
+        dirs.append(SUITE_ROBUSTNESS)  # each claim's spread across SAEs of other widths / seeds and the lobes study
+    rep = report_pipeline.run(dirs, d.out / "report.html", progress=None)
     d.summary["report"] = str(rep.html)
 
 
