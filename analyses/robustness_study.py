@@ -82,6 +82,7 @@ STATISTICS = {
         "sae_raw_analogy": "held-out analogy accuracy in the SAE space, raw"},
 }
 LOBE_KS = (2, 8, 16)
+GEMMA3_270M_LAYERS = 18  # the report's relative depth is layer / number of layers
 
 
 def sae_name(width: int, seed: int) -> str:
@@ -352,6 +353,7 @@ def stage_table(args) -> None:
 #: report claim -> (claim, statistic) of the long table, how the per-layer values combine, what the row means
 REPORT_CLAIMS = {
     "galaxy.power_law": ("galaxy", "slope", "median", "median slope"),
+    "galaxy.layer_trend": ("galaxy", "slope", "steepest", "relative depth of the steepest layer (of 18)"),
     "galaxy.clustering_entropy": ("galaxy", "entropy_excess", "median", "median entropy excess (nats)"),
     "lobes.spatial": ("lobes", "ami_phi_2", "median", "median phi AMI at 2 lobes"),
     "lobes.genre": ("lobes", "genre_cramers_v_phi_2", "median", "median held-out genre Cramer's V, phi 2 lobes"),
@@ -375,13 +377,16 @@ def report_rows(args, rows: list[dict]) -> list[dict]:
     for width, seed in args.variants:
         sae = sae_name(width, seed)
         for claim_id, (claim, stat, how, what) in REPORT_CLAIMS.items():
-            vals = [v for v in by.get((sae, claim, stat), {}).values() if v is not None]
-            if len(vals) != len(args.layers):
+            per = {L: v for L, v in by.get((sae, claim, stat), {}).items() if v is not None}
+            if len(per) != len(args.layers):
                 continue
+            vals = list(per.values())
+            value = {"median": np.median(vals), "sum": np.sum(vals),
+                     "steepest": min(per, key=per.get) / GEMMA3_270M_LAYERS}[how]
             shipped = " (shipped)" if (width, seed) == (2048, 0) else ""
             row = {"claim": claim_id, "source": f"SAE width {width} seed {seed}{shipped}, layers {layers}: {what}",
-                   "value": float(np.median(vals) if how == "median" else np.sum(vals)), "low": None, "high": None}
-            if stat == "slope":
+                   "value": float(value), "low": None, "high": None}
+            if stat == "slope" and how == "median":
                 for end in ("low", "high"):
                     ci = [v for v in by.get((sae, claim, f"slope_ci_{end}"), {}).values() if v is not None]
                     row[end] = float(np.median(ci)) if len(ci) == len(vals) else None

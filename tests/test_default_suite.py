@@ -86,9 +86,11 @@ def test_demo_end_to_end(tmp_path, default_model, capsys):
     # every later stage ran on the same shipped layers and left its results
     assert s["harvest"]["layers"] == [4, 12] and s["harvest"]["blocks"] > 0
     lobe = s["lobes"]["layers"]["12"]["phi_2"]
-    assert 0 <= lobe["ami_p"] <= 1 and lobe["logreg_bal_acc"] is not None
+    # co-occurrence lobes are spatial at layer 12 (measured: AMI 21 sd above its permutations, balanced accuracy
+    # 0.67 against 0.49 on random geometries), and function vectors solve most held-out analogies there (0.84)
+    assert lobe["ami_sigma"] > 3 and lobe["logreg_bal_acc"] > lobe["logreg_null_mean"] + 0.05
     atoms = s["atoms"]["layers"]["12"]
-    assert 0 <= atoms["analogy"]["raw"] <= 1 and atoms["lda_components"] >= 2
+    assert atoms["analogy"]["raw"] > 0.5 and atoms["lda_components"] >= 2
     lc = s["layers_comparison"]
     assert set(lc["most_redundant"]) == {"cosine", "cka", "uas", "ted"}
     assert all(v > lc["baseline_loss"] for v in lc["loss_after_one_drop"].values())  # dropping a block hurts

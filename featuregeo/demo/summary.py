@@ -49,8 +49,7 @@ def lobes_summary(result) -> dict:
 
 def atoms_summary(layer) -> dict:
     raw = layer.best("raw")
-    ldas = [m for m in layer.methods if m.method == "lda"]
-    lda = max(ldas, key=lambda m: m.n_components) if ldas else None
+    lda = layer.best("lda")  # the component count chosen on the validation split, scored on held-out pairs
     pcr = layer.best("pc_removed")
     r_chars = np.asarray(layer.distractors.r_chars, dtype=float)
     n_cr = 0 if layer.crystals is None else int(layer.crystals.n_matches)
