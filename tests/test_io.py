@@ -420,6 +420,8 @@ def test_directory_glob_template_suites(tmp_path, rng, make_sae_folder):
     _torch().save({"W_dec": _torch().from_numpy(ws[2])}, d / "L2.pt")
     make_sae_folder(name="mixed/blocks.3.hook_resid_post", w_dec=ws[3], layer=3)
     (d / "README.md").write_text("ignored")
+    (d / "lenses").mkdir()  # a companion folder holding one weights file is not an SAE beside sae-lens folders
+    save_st(d / "lenses" / "params.safetensors", {"W_dec": ws[0]})
     suite = open_suite(d)
     assert suite.layers == [0, 1, 2, 3]
     for layer, cloud in suite:
@@ -449,6 +451,13 @@ def test_directory_glob_template_suites(tmp_path, rng, make_sae_folder):
     assert suite.layers == [1, 5]
     np.testing.assert_array_equal(suite.load(5).vectors, ws[1])
     assert open_suite(str(tmp_path / "runs" / "L{layer}")).layers == [1, 3, 5]  # folders holding one file
+
+
+def test_default_suite_folder_by_path_is_the_default_suite():
+    """The shipped folder opened by path (it carries lenses/ and robustness/ beside the layers) = ``default``."""
+    by_path, default = open_suite(str(sources.DEFAULT_SUITE_DIR)), open_suite("default")
+    assert by_path.layers == default.layers and 1 not in by_path.layers and 17 in by_path.layers
+    np.testing.assert_array_equal(by_path.load(9).vectors, default.load(9).vectors)
 
 
 def test_suite_errors(tmp_path, rng):

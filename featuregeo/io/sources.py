@@ -149,7 +149,11 @@ def _layered(entries: Iterable[tuple[str, _Member]], source: str, strict: bool =
 # source kinds
 # ------------------------------------------------------------------------------------------------
 def _directory_members(d: Path, source: str) -> dict[int, _Member] | _Member:
-    """Per-layer members of a directory; a lone member of unknown layer is returned as such."""
+    """Per-layer members of a directory; a lone member of unknown layer is returned as such.
+
+    When the directory holds sae-lens folders, its other sub-folders are not members (a suite folder may
+    carry companions, e.g. the default suite's ``lenses/``); its SAE files still are.
+    """
     entries = []
     for child in sorted(d.iterdir()):
         if child.name.startswith("."):
@@ -157,6 +161,8 @@ def _directory_members(d: Path, source: str) -> dict[int, _Member] | _Member:
         m = _as_member(child)
         if m is not None:
             entries.append((child.name, m))
+    if any(m.kind == "saelens" for _, m in entries):
+        entries = [(n, m) for n, m in entries if m.kind == "saelens" or not (d / n).is_dir()]
     if not entries:
         raise InputError(
             f"{d}: the directory holds no SAE; expected per-layer {'/'.join(FILE_EXTENSIONS)} files or sae-lens "
