@@ -45,6 +45,31 @@ def test_every_layer_meets_the_targets(manifest):
         assert rec["width"] >= 3 * 640 and rec["tokens_seen"] > 0
 
 
+def test_shipped_robustness_table_is_the_suites_and_feeds_the_report(tmp_path):
+    """The shipped robustness table: readable by the report, every SAE variant present, and its row for the
+    shipped SAE is what today's galaxy code measures on the shipped weights (so the table is not stale)."""
+    from featuregeo.demo import SUITE_ROBUSTNESS
+    from featuregeo.pipeline import galaxy as galaxy_pipeline
+    from featuregeo.report import CLAIMS
+    from featuregeo.report.inputs import read_robustness
+    from featuregeo.tl.galaxy import GalaxyParams
+
+    rows = read_robustness(SUITE_ROBUSTNESS)
+    assert {r.claim for r in rows} <= {c.id for c in CLAIMS}
+    slopes = {r.source: r for r in rows if r.claim == "galaxy.power_law"}
+    widths = {re.search(r"width (\d+) seed (\d+)", s).groups() for s in slopes}
+    assert widths == {("1024", "0"), ("2048", "0"), ("4096", "0"), ("2048", "1"), ("2048", "2")}
+    # (the interval is the row bootstrap's around the bias-corrected slope, as in the galaxy result)
+    assert all(r.value is not None and r.low < r.high < r.value < 0 for r in slopes.values())
+    # the shipped SAE's median slope over layers 3/9/15, recomputed (no entropy: the slope alone)
+    res = galaxy_pipeline.run("default", tmp_path, GalaxyParams(entropy=False, slope_bootstrap=0, slope_bias_sims=0),
+                              layers=[3, 9, 15], reference=False, progress=None)
+    shipped = next(r for s, r in slopes.items() if "(shipped)" in s)
+    assert shipped.value == pytest.approx(float(np.median([r.slope for r in res.layers])), abs=1e-9)
+    # the lobes study on 4,096 held-out blocks adds the samples' side of the spread
+    assert any(r.claim == "lobes.spatial" and "4,096 held-out blocks" in r.source for r in rows)
+
+
 def test_default_layer_loads_as_cloud_with_provenance():
     c = load_cloud("default:6")
     assert c.layer == 6 and c.d_model == 640 and c.n_total >= 1920
