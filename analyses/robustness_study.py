@@ -352,8 +352,8 @@ def stage_table(args) -> None:
 
 #: report claim -> (claim, statistic) of the long table, how the per-layer values combine, what the row means
 REPORT_CLAIMS = {
-    "galaxy.power_law": ("galaxy", "slope", "median", "median slope"),
-    "galaxy.layer_trend": ("galaxy", "slope", "steepest", "relative depth of the steepest layer (of 18)"),
+    "galaxy.power_law": ("galaxy", "slope_corrected", "median", "median bias-corrected slope"),
+    "galaxy.layer_trend": ("galaxy", "slope_corrected", "steepest", "relative depth of the steepest layer (of 18)"),
     "galaxy.clustering_entropy": ("galaxy", "entropy_excess", "median", "median entropy excess (nats)"),
     "lobes.spatial": ("lobes", "ami_phi_2", "median", "median phi AMI at 2 lobes"),
     "lobes.genre": ("lobes", "genre_cramers_v_phi_2", "median", "median held-out genre Cramer's V, phi 2 lobes"),
@@ -386,7 +386,7 @@ def report_rows(args, rows: list[dict]) -> list[dict]:
             shipped = " (shipped)" if (width, seed) == (2048, 0) else ""
             row = {"claim": claim_id, "source": f"SAE width {width} seed {seed}{shipped}, layers {layers}: {what}",
                    "value": float(value), "low": None, "high": None}
-            if stat == "slope" and how == "median":
+            if stat == "slope_corrected" and how == "median":  # slope_ci is centred on the corrected slope
                 for end in ("low", "high"):
                     ci = [v for v in by.get((sae, claim, f"slope_ci_{end}"), {}).values() if v is not None]
                     row[end] = float(np.median(ci)) if len(ci) == len(vals) else None

@@ -119,13 +119,14 @@ def test_html_numbers_equal_the_result_files_escapes_labels_and_fetches_nothing(
     res = report_pipeline.run(close, progress=None)
     text = (close / "report.html").read_text()
     saved = GalaxyResult.load(close / "galaxy")
-    # the numbers: the per-layer table and the headline are the saved slopes
+    # the numbers: the per-layer table and the headline are the saved (bias-corrected) slopes and raw fits
     doc = embedded(text)
     claim = next(c for c in doc["claims"] if c["id"] == "galaxy.power_law")
-    assert [row[1] for row in claim["rows"]] == [num(r.slope) for r in saved.layers]
-    assert claim["value"] == float(np.median([r.slope for r in saved.layers]))
+    assert [row[1] for row in claim["rows"]] == [num(r.slope_corrected) for r in saved.layers]
+    assert claim["value"] == float(np.median([r.slope_corrected for r in saved.layers]))
     for r in saved.layers:
-        assert f"<td>{num(r.slope)}</td>" in text and f"<td>{num(r.null_slope)}</td>" in text
+        assert f"<td>{num(r.slope_corrected)}</td>" in text and f"<td>{num(r.null_slope)}</td>" in text
+        assert f"<td>{num(r.slope)}</td>" in text
     assert res.claim("galaxy.power_law").value == claim["value"]
     # a hostile source name is text, never markup
     assert HOSTILE not in text and "<img src=x" not in text
@@ -160,6 +161,34 @@ def test_spread_across_result_sets_and_a_robustness_table(close_and_far):
     assert s.labels == [str(close), str(far)] and s.verdicts == [SUPPORTED, NOT_SUPPORTED]
     p = r.claim("galaxy.power_law").spread
     assert p.labels[-1] == "sae-16k" and p.values[-1] == -0.41 and p.verdicts[-1] == ""
+
+
+def test_a_table_only_directory_adds_rows_not_an_empty_result_set(close_and_far, tmp_path):
+    close, _ = close_and_far
+    table = tmp_path / "robustness"
+    table.mkdir()
+    (table / "robustness.csv").write_text("claim,source,value,low,high\ngalaxy.power_law,sae-16k,-0.41,-0.45,-0.37\n")
+    r, _, _ = build([close, table], figures=False)
+    p = r.claim("galaxy.power_law").spread
+    assert p.labels == [str(close), "sae-16k"] and p.verdicts[0] == r.claim("galaxy.power_law").verdict
+    assert r.claim("galaxy.slope_matches_paper").spread is None  # no row for it, no second result set
+
+
+def test_headline_slope_is_the_centre_of_its_interval(close_and_far):
+    """The interval is the bias-corrected exponent's, so the value shown beside it is that exponent (the raw
+    least-squares fit, biased by the finite sample, can lie outside it and is shown as its own column)."""
+    close, _ = close_and_far
+    saved = GalaxyResult.load(close / "galaxy")
+    assert all(r.slope_corrected is not None for r in saved.layers)
+    c = build([close], figures=False)[0].claim("galaxy.power_law")
+    assert c.low < c.value < c.high
+    assert c.value == pytest.approx(float(np.median([r.slope_corrected for r in saved.layers])))
+    for row, r in zip(c.rows, saved.layers):
+        assert row[1] == num(r.slope_corrected) and row[3] == num(r.slope)
+    # the corrected exponent is closer to the planted one than the raw fit (mean error over the layers)
+    truth = paper_like()
+    err = {k: np.mean([abs(getattr(r, k) + truth[r.layer]) for r in saved.layers]) for k in ("slope", "slope_corrected")}
+    assert err["slope_corrected"] < 0.5 * err["slope"], err
 
 
 def test_command_rebuilds_the_stored_parameters(close_and_far):

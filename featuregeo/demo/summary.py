@@ -17,7 +17,7 @@ def fmt(x: Any, p: int = 3) -> str:
 
 def galaxy_summary(result, out: Path) -> dict:
     recs = result.layers
-    steep = min(recs, key=lambda r: r.slope)
+    steep = min(recs, key=lambda r: r.exponent)
     steeper = sum(1 for r in recs if r.activation_slope is not None and r.slope < r.activation_slope)
     nulls = [r.null_slope for r in recs if r.null_slope is not None]
     return {
@@ -26,7 +26,7 @@ def galaxy_summary(result, out: Path) -> dict:
                      "slope_ci": list(r.slope_ci),
                      "null_slope": r.null_slope, "activation_slope": r.activation_slope,
                      "entropy_excess": None if r.entropy is None else r.entropy.excess} for r in recs],
-        "steepest_layer": steep.layer, "steepest_slope": steep.slope,
+        "steepest_layer": steep.layer, "steepest_slope": steep.exponent,
         "layers_steeper_than_activations": steeper,
         "mean_null_slope": float(np.mean(nulls)) if nulls else None,
         "figures": sorted(str(p) for p in out.glob("galaxy_*.png")),
@@ -102,8 +102,10 @@ def print_summary(summary: dict, gal, out: Path) -> None:
     g = summary["galaxy"]
     print()
     print(f"featuregeo demo — {len(recs)} layers, {recs[0].n_features} features x d_model {recs[0].d_model} per layer")
-    print(f"  galaxy: decoder spectra are power laws with slopes {min(r.slope for r in recs):.3f} .. "
-          f"{max(r.slope for r in recs):.3f} (steepest at layer {g['steepest_layer']}); isotropic null "
+    corr = "bias-corrected " if any(r.slope_corrected is not None for r in recs) else ""
+    print(f"  galaxy: decoder spectra are power laws with {corr}slopes {min(r.exponent for r in recs):.3f} .. "
+          f"{max(r.exponent for r in recs):.3f} (raw fits {min(r.slope for r in recs):.3f} .. "
+          f"{max(r.slope for r in recs):.3f}; steepest at layer {g['steepest_layer']}); isotropic null "
           f"{fmt(g['mean_null_slope'])}; steeper than raw activations in {g['layers_steeper_than_activations']}/{len(recs)} layers")
     ex = [r.entropy.excess for r in recs if r.entropy is not None and r.entropy.excess is not None]
     if ex:

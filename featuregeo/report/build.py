@@ -92,11 +92,13 @@ def build(dirs: Sequence[str | Path], *, figures: bool = True, progress: Callabl
                          f"{', '.join(f'{a}/' for a in ANALYSES)} (or one of them) written by featuregeo")
     labels = [str(s.root) for s in sets]
     robustness = [row for s in sets for row in s.robustness]
+    # a further directory holding only a robustness table adds its rows, not a "no results" directory of its own
+    judged = [0] + [i for i, s in enumerate(sets) if i and (s.results or s.unreadable or not s.robustness)]
     claims = []
     for spec in CLAIMS:
         recs = [judge(spec, s) for s in sets]
         rec = recs[0]
-        rec.spread = spread(spec.id, recs, labels, robustness)
+        rec.spread = spread(spec.id, [recs[i] for i in judged], [labels[i] for i in judged], robustness)
         claims.append(rec)
     report = ReportResult(dirs=labels, found={k: str(v) for k, v in primary.dirs.items() if k in primary.results},
                           unreadable=dict(primary.unreadable), claims=claims)

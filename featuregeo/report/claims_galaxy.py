@@ -15,6 +15,15 @@ def _layers(result) -> list:
     return [r for r in result.layers if finite(r.slope)]
 
 
+def exponent(r) -> float:
+    """A layer's power-law exponent (:attr:`featuregeo.tl.galaxy.GalaxyLayer.exponent`), the centre of ``slope_ci``."""
+    return r.exponent
+
+
+def _how(recs) -> str:
+    return "bias-corrected " if any(r.slope_corrected is not None for r in recs) else ""
+
+
 def depth_of(result) -> tuple[int, str]:
     """Our model's number of layers and how it was known (:func:`featuregeo.pl.galaxy.model_layers`)."""
     from featuregeo.pl.galaxy import model_layers
@@ -44,22 +53,23 @@ def _paper_match() -> tuple[str, float | None]:
 
 
 def _headline(recs) -> dict:
-    return {"value": median(r.slope for r in recs), "low": median(r.slope_ci[0] for r in recs),
-            "high": median(r.slope_ci[1] for r in recs), "value_label": f"median slope over {len(recs)} layers "
-            "(median interval)"}
+    return {"value": median(exponent(r) for r in recs), "low": median(r.slope_ci[0] for r in recs),
+            "high": median(r.slope_ci[1] for r in recs), "value_label": f"median {_how(recs)}slope over {len(recs)} "
+            "layers (median interval)"}
 
 
 def _power_law(result, directory: Path) -> dict:
     recs = _layers(result)
     with_null = [r for r in recs if r.null_slope is not None]
-    cols = ["layer", "slope", "interval", "R2", "null slope", "steeper than null", "interval method"]
-    rows = [[r.layer, num(r.slope), interval(*r.slope_ci), num(r.r2), num(r.null_slope),
+    cols = ["layer", "slope", "interval", "raw fit", "R2", "null slope", "steeper than null", "interval method"]
+    rows = [[r.layer, num(exponent(r)), interval(*r.slope_ci), num(r.slope), num(r.r2), num(r.null_slope),
              "-" if r.null_slope is None else ("yes" if r.slope_ci[1] < r.null_slope and r.r2 >= R2_MIN else "no"),
              r.slope_ci_method] for r in recs]
     out = {**_headline(recs), "columns": cols, "rows": rows, "null_value": median(r.null_slope for r in with_null),
            "null": "an isotropic Gaussian cloud of the same shape through the same code (median over layers)",
-           "ours": f"{len(recs)} layers of {result.source}: slopes {num(min(r.slope for r in recs))} .. "
-                   f"{num(max(r.slope for r in recs))}, median R2 {num(median(r.r2 for r in recs))}"}
+           "ours": f"{len(recs)} layers of {result.source}: {_how(recs)}slopes {num(min(exponent(r) for r in recs))} "
+                   f".. {num(max(exponent(r) for r in recs))} (raw fits {num(min(r.slope for r in recs))} .. "
+                   f"{num(max(r.slope for r in recs))}), median R2 {num(median(r.r2 for r in recs))}"}
     if not with_null:
         return {**out, "verdict": INCONCLUSIVE, "sentence": "Inconclusive: no null slope was computed (galaxy ran "
                 "with --no-null), so steepness cannot be judged."}
@@ -80,11 +90,11 @@ def _activations(result, directory: Path) -> dict:
     passed = {id(r) for r in recs if r.slope_ci[1] < (r.activation_slope_ci or (r.activation_slope,) * 2)[0]}
     v = count_verdict(len(passed), len(recs))
     cols = ["layer", "SAE slope", "interval", "activation slope", "interval", "SAE steeper"]
-    rows = [[r.layer, num(r.slope), interval(*r.slope_ci), num(r.activation_slope),
+    rows = [[r.layer, num(exponent(r)), interval(*r.slope_ci), num(r.activation_slope),
              interval(*(r.activation_slope_ci or (None, None))), "yes" if id(r) in passed else "no"] for r in recs]
     return {**_headline(recs), "columns": cols, "rows": rows, "null_value": median(r.activation_slope for r in recs),
             "null": "the spectrum of the model's raw residual activations at the same layer, same code (median)",
-            "ours": f"{len(recs)} layers: SAE slopes median {num(median(r.slope for r in recs))}, activations "
+            "ours": f"{len(recs)} layers: SAE {_how(recs)}slopes median {num(median(exponent(r) for r in recs))}, activations "
                     f"median {num(median(r.activation_slope for r in recs))}",
             "verdict": v, "sentence": f"{v.capitalize()}: the SAE slope's interval lies below the activations' "
             f"(steeper) in {units(len(passed), len(recs), 'layers')}."}
@@ -99,8 +109,8 @@ def _matches_paper(result, directory: Path) -> dict:
         paper = paper_slope_at(rel)
         ok = r.slope_ci[0] - SLOPE_TOL <= paper <= r.slope_ci[1] + SLOPE_TOL
         k += ok
-        diffs.append(r.slope - paper)
-        rows.append([r.layer, num(rel, 2), num(r.slope), interval(*r.slope_ci), num(paper), num(r.slope - paper),
+        diffs.append(exponent(r) - paper)
+        rows.append([r.layer, num(rel, 2), num(exponent(r)), interval(*r.slope_ci), num(paper), num(exponent(r) - paper),
                      "yes" if ok else "no"])
     v = count_verdict(k, len(recs))
     return {"value": median(diffs), "value_label": "median of (our slope - the paper's at the same relative depth)",
@@ -118,18 +128,18 @@ def _trend(result, directory: Path) -> dict:
     rel = {id(r): (r.layer or 0) / n for r in recs}
     middle = [r for r in recs if 1 / 3 <= rel[id(r)] <= 2 / 3]
     outer = [r for r in recs if not 1 / 3 <= rel[id(r)] <= 2 / 3]
-    steep = min(recs, key=lambda r: r.slope)
+    steep = min(recs, key=exponent)
     cols = ["layer", "relative depth", "slope", "interval", "third"]
-    rows = [[r.layer, num(rel[id(r)], 2), num(r.slope), interval(*r.slope_ci), "middle" if 1 / 3 <= rel[id(r)] <= 2 / 3 else "outer"]
+    rows = [[r.layer, num(rel[id(r)], 2), num(exponent(r)), interval(*r.slope_ci), "middle" if 1 / 3 <= rel[id(r)] <= 2 / 3 else "outer"]
             for r in recs]
     out = {"value": rel[id(steep)], "value_label": f"relative depth of the steepest layer (layer {steep.layer} of {n})",
            "low": None, "high": None, "columns": cols, "rows": rows, "null": "the steepest layer outside the middle "
-           "third of the depth", "ours": f"steepest slope {num(steep.slope)} at layer {steep.layer} ({how})"}
+           "third of the depth", "ours": f"steepest {_how(recs)}slope {num(exponent(steep))} at layer {steep.layer} ({how})"}
     if len(recs) < 3 or not middle or not outer:
         return {**out, "verdict": INCONCLUSIVE, "sentence": f"Inconclusive: {len(recs)} layers, {len(middle)} in the "
                 "middle third of the depth; a trend needs layers inside and outside it."}
-    m, o = min(middle, key=lambda r: r.slope), min(outer, key=lambda r: r.slope)
-    out["null_value"] = o.slope
+    m, o = min(middle, key=exponent), min(outer, key=exponent)
+    out["null_value"] = exponent(o)
     if m.slope_ci[1] < o.slope_ci[0]:
         v = SUPPORTED
     elif o.slope_ci[1] < m.slope_ci[0]:
@@ -138,7 +148,7 @@ def _trend(result, directory: Path) -> dict:
         v = INCONCLUSIVE
     word = {SUPPORTED: "steeper than", NOT_SUPPORTED: "shallower than", INCONCLUSIVE: "not separable from"}[v]
     return {**out, "verdict": v, "sentence": f"{v.capitalize()}: the steepest middle-third layer ({m.layer}, "
-            f"{num(m.slope)} {interval(*m.slope_ci)}) is {word} the steepest outer layer ({o.layer}, {num(o.slope)} "
+            f"{num(exponent(m))} {interval(*m.slope_ci)}) is {word} the steepest outer layer ({o.layer}, {num(exponent(o))} "
             f"{interval(*o.slope_ci)})."}
 
 

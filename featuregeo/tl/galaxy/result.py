@@ -174,6 +174,12 @@ class GalaxyLayer(ArrayEq, Result):
     activation_curvature: float | None = None
     activation_rms_residual: float | None = None
 
+    @property
+    def exponent(self) -> float:
+        """The power-law exponent: ``slope_corrected`` when the correction ran (``slope_ci`` is centred on it),
+        else the raw least-squares ``slope``."""
+        return self.slope if self.slope_corrected is None else self.slope_corrected
+
 
 @dataclass(eq=False)
 class GalaxyResult(ArrayEq, Result):
