@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from pathlib import Path
 
 from featuregeo.io.reference import paper_galaxy_slope_at, paper_galaxy_slopes, paper_reference
@@ -15,9 +16,8 @@ def _layers(result) -> list:
     return [r for r in result.layers if finite(r.slope)]
 
 
-def exponent(r) -> float:
-    """A layer's power-law exponent (:attr:`featuregeo.tl.galaxy.GalaxyLayer.exponent`), the centre of ``slope_ci``."""
-    return r.exponent
+#: a layer's power-law exponent (:attr:`featuregeo.tl.galaxy.result.GalaxyLayer.exponent`), the centre of ``slope_ci``
+exponent = attrgetter("exponent")
 
 
 def _how(recs) -> str:
